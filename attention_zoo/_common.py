@@ -1,0 +1,62 @@
+"""Helpers shared by the variant modules: compute precision and the linear-attention core."""
+
+from __future__ import annotations
+
+import torch
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64; everything else is computed in float32 (fp32 accumulation)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def upcast(*ts: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    dt = compute_dtype(ts[0].dtype)
+    return tuple(t.to(dt) for t in ts)
+
+
+def linear_attention(phi_q, phi_k, v, eps: float) -> torch.Tensor:
+    """Non-causal linear attention the efficient way, O(N F Dv) per head.
+
+    phi_q (B, H, Nq, F), phi_k (B, H, Nk, F), v (B, H, Nk, Dv), all in the compute dtype.
+    out_i = phi_q_i S / (phi_q_i . z + eps), S = phi_k^T v (F x Dv), z = sum_j phi_k_j.
+    """
+    state = torch.einsum("bhnf,bhnd->bhfd", phi_k, v)  # (B, H, F, Dv)
+    z = phi_k.sum(dim=-2)  # (B, H, F)
+    num = torch.einsum("bhnf,bhfd->bhnd", phi_q, state)  # (B, H, Nq, Dv)
+    den = torch.einsum("bhnf,bhf->bhn", phi_q, z).unsqueeze(-1)  # (B, H, Nq, 1)
+    return num / (den + eps)
+
+
+def linear_quadratic_form(phi_q, phi_k, v, eps: float) -> torch.Tensor:
+    """The defining O(N^2) form of linear attention: A = phi_q phi_k^T, out = A v / (A 1 + eps).
+    For tests and for explaining the math; never used on a hot path."""
+    a = phi_q @ phi_k.transpose(-1, -2)  # (B, H, Nq, Nk)
+    return (a @ v) / (a.sum(dim=-1, keepdim=True) + eps)
+
+
+def linear_flops(B, H, N, F, Dv) -> int:
+    # state 2 N F Dv, key sum N F, numerator 2 N F Dv, denominator 2 N F, divide N Dv
+    return B * H * (4 * N * F * Dv + 3 * N * F + N * Dv)
+
+
+def io_bytes(B, H, N, D, itemsize) -> int:
+    # read q, k, v once and write the output once
+    return 4 * B * H * N * D * itemsize
+
+
+def linear_reference(feature_fn):
+    """Builds a linear variant's reference from its feature map:
+    feature_fn(q, k, **feature_opts) -> (phi_q, phi_k) in the compute dtype."""
+
+    def reference(q, k, v, eps, **feature_opts):
+        dtype = q.dtype
+        q, k, v = upcast(q, k, v)
+        phi_q, phi_k = feature_fn(q, k, **feature_opts)
+        return linear_attention(phi_q, phi_k, v, eps).to(dtype)
+
+    reference.__doc__ = (
+        "Reference. q, k: (B, H, Nq|Nk, D); v: (B, H, Nk, Dv) -> (B, H, Nq, Dv). "
+        "Feature-mapped keys times values first (O(N D^2)); float32 or wider accumulation."
+    )
+    return reference

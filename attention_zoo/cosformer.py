@@ -1,0 +1,57 @@
+"""cosformer: ReLU features re-weighted by the cos-based locality of cosFormer,
+A_ij = ReLU(q_i) . ReLU(k_j) cos(pi/2 (i - j) / M), M = max(Nq, Nk), decomposed with
+cos(a - b) = cos a cos b + sin a sin b into 2D-dimensional features. O(N D^2) per head.
+
+Token positions are the raster index over the sequence; for video tokens in (t, y, x)
+order this weights tokens of nearby frames more than distant ones."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from attention_zoo._common import io_bytes, linear_flops, linear_reference, upcast
+from attention_zoo.registry import Variant, register
+
+
+def cos_sin_weights(n: int, m: int, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of pi/2 * i / m for i in [0, n): (n, 1) each."""
+    a = torch.arange(n, dtype=torch.float64, device=device) * (math.pi / (2 * m))
+    return torch.cos(a).to(dtype)[:, None], torch.sin(a).to(dtype)[:, None]
+
+
+def cosformer_features(q, k):
+    """phi(x_i) = [ReLU(x_i) cos a_i, ReLU(x_i) sin a_i]: (B, H, N, 2D) each."""
+    q, k = upcast(q, k)
+    m = max(q.shape[-2], k.shape[-2])
+    out = []
+    for x in (q, k):
+        c, s = cos_sin_weights(x.shape[-2], m, x.dtype, x.device)
+        r = torch.relu(x)
+        out.append(torch.cat([r * c, r * s], dim=-1))
+    return tuple(out)
+
+
+def _flops(B, H, N, D, o):
+    return linear_flops(B, H, N, 2 * D, D) + 4 * B * H * N * D  # 2x features + re-weighting
+
+
+def _bytes(B, H, N, D, itemsize, o):
+    return io_bytes(B, H, N, D, itemsize)
+
+
+VARIANT = register(
+    Variant(
+        name="cosformer",
+        kind="linear",
+        cost="O(N D^2), 2x features",
+        summary="ReLU features x [cos, sin] of token position; linear attention",
+        defaults={"eps": 1e-8},
+        reference_fn=linear_reference(cosformer_features),
+        feature_fn=cosformer_features,
+        flops_fn=_flops,
+        bytes_fn=_bytes,
+        notes="positions from the token index, M = max(Nq, Nk)",
+    )
+)

@@ -1,0 +1,49 @@
+"""focused_linear: FLatten Transformer's focused feature map,
+phi(x) = ||ReLU(x)|| / ||ReLU(x)^p|| * ReLU(x)^p (norm-preserving, sharper direction).
+O(N D^2) per head."""
+
+from __future__ import annotations
+
+import torch
+
+from attention_zoo._common import io_bytes, linear_flops, linear_reference, upcast
+from attention_zoo.registry import Variant, register
+
+
+def focus(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Focusing function on the last axis; rows that are all zero after ReLU stay zero."""
+    r = torch.relu(x)
+    rp = r**p
+    n1 = torch.linalg.vector_norm(r, dim=-1, keepdim=True)
+    n2 = torch.linalg.vector_norm(rp, dim=-1, keepdim=True)
+    # n2 == 0 exactly when the row is all zero, where rp is zero too: any finite ratio works.
+    return rp * (n1 / torch.where(n2 > 0, n2, torch.ones_like(n2)))
+
+
+def focused_features(q, k, p=3.0):
+    q, k = upcast(q, k)
+    return focus(q, p), focus(k, p)
+
+
+def _flops(B, H, N, D, o):
+    return linear_flops(B, H, N, D, D)
+
+
+def _bytes(B, H, N, D, itemsize, o):
+    return io_bytes(B, H, N, D, itemsize)
+
+
+VARIANT = register(
+    Variant(
+        name="focused_linear",
+        kind="linear",
+        cost="O(N D^2)",
+        summary="phi = ||ReLU x|| / ||ReLU(x)^p|| * ReLU(x)^p; linear attention",
+        defaults={"eps": 1e-8, "p": 3.0},
+        reference_fn=linear_reference(focused_features),
+        feature_fn=focused_features,
+        flops_fn=_flops,
+        bytes_fn=_bytes,
+        notes="p is the focusing power (FLatten uses 3)",
+    )
+)

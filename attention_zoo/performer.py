@@ -1,0 +1,79 @@
+"""performer: FAVOR+ positive orthogonal random features (Choromanski et al. 2021),
+phi(x) = exp(w^T x' - |x'|^2 / 2) / sqrt(m), x' = x D^-1/4, so that E[phi(q).phi(k)] =
+exp(q.k / sqrt(D)). The projection w (m x D) is fixed by `seed`. O(N m D) per head."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+from attention_zoo._common import io_bytes, linear_flops, linear_reference, upcast
+from attention_zoo.registry import Variant, register
+
+
+@functools.lru_cache(maxsize=32)
+def _projection_cpu(m: int, d: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    blocks, rows = [], 0
+    while rows < m:
+        g = torch.randn(d, d, generator=gen, dtype=torch.float64)
+        qmat, _ = torch.linalg.qr(g)
+        blocks.append(qmat.T)  # orthonormal rows
+        rows += d
+    w = torch.cat(blocks, dim=0)[:m]  # (m, D)
+    # rows get the norms of Gaussian vectors, as for unstructured Gaussian features
+    norms = torch.linalg.vector_norm(torch.randn(m, d, generator=gen, dtype=torch.float64), dim=1)
+    return w * norms[:, None]
+
+
+def projection(m: int, d: int, seed: int, dtype, device) -> torch.Tensor:
+    """The (m, D) orthogonal random projection for (m, D, seed); the same on every call."""
+    return _projection_cpu(m, d, seed).to(device=device, dtype=dtype)
+
+
+def favor_features(x: torch.Tensor, w: torch.Tensor, is_query: bool) -> torch.Tensor:
+    """(B, H, N, D) -> (B, H, N, m), positive. The stabilising max subtracted here cancels
+    in the normalisation: per row for queries, per (batch, head) for keys."""
+    d = x.shape[-1]
+    xs = x * d**-0.25
+    wx = xs @ w.T  # (B, H, N, m)
+    sq = 0.5 * (xs * xs).sum(dim=-1, keepdim=True)
+    logits = wx - sq
+    if is_query:
+        stab = logits.amax(dim=-1, keepdim=True)
+    else:
+        stab = logits.amax(dim=(-1, -2), keepdim=True)
+    return torch.exp(logits - stab) / math.sqrt(w.shape[0])
+
+
+def performer_features(q, k, features=128, seed=0):
+    q, k = upcast(q, k)
+    w = projection(features, q.shape[-1], seed, q.dtype, q.device)
+    return favor_features(q, w, True), favor_features(k, w, False)
+
+
+def _flops(B, H, N, D, o):
+    m = o["features"]
+    return linear_flops(B, H, N, m, D) + 2 * 2 * B * H * N * D * m
+
+
+def _bytes(B, H, N, D, itemsize, o):
+    return io_bytes(B, H, N, D, itemsize)
+
+
+VARIANT = register(
+    Variant(
+        name="performer",
+        kind="linear",
+        cost="O(N m D)",
+        summary="FAVOR+ positive random features approximating softmax",
+        defaults={"eps": 1e-8, "features": 128, "seed": 0},
+        reference_fn=linear_reference(performer_features),
+        feature_fn=performer_features,
+        flops_fn=_flops,
+        bytes_fn=_bytes,
+        notes="m = features random features, projection fixed by seed",
+    )
+)

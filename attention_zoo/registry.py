@@ -1,0 +1,243 @@
+"""The variant registry: one entry per attention variant, tying its reference, its Triton
+launcher and its channels-first ANE form together.
+
+Fast paths are named by import path ("package.module:function") and imported only when
+called, so the zoo imports on a machine without Triton (a Mac exporting to Core ML).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from attention_zoo.checks import check_ane, check_opts, check_qkv
+
+IMPLS = ("reference", "triton", "ane")
+KINDS = ("softmax", "linear", "softmax_free")
+
+
+def _resolve(path: str) -> Callable:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def triton_usable() -> bool:
+    """True when Triton imports and can run here: on CUDA, or on CPU through its
+    interpreter (TRITON_INTERPRET=1)."""
+    import os
+
+    try:
+        import triton  # noqa: F401
+    except Exception:
+        return False
+    return torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One attention variant.
+
+    Attributes:
+        name: registry key.
+        kind: "softmax" (row-normalised exp), "linear" (kernelised, O(N D^2)) or
+            "softmax_free" (quadratic without row normalisation).
+        cost: asymptotic cost per head, for tables.
+        summary: one line of math.
+        defaults: every option the variant accepts, with its default value. An option
+            whose default is None is optional (or required, see `required`).
+        required: options that must be given (e.g. `grid` for per-frame attention).
+        reference_fn: plain PyTorch, exact math; called with validated tensors and the
+            full option dict.
+        flops_fn, bytes_fn: analytic forward counts, called as f(B, H, N, D, opts) and
+            f(B, H, N, D, itemsize, opts).
+        feature_fn: for linear variants, phi(q), phi(k) as (B, H, N, F) tensors; the
+            defining quadratic form is normalise(phi(q) phi(k)^T) v.
+        triton_path, ane_path: "module:function" of the fast forms, or None.
+    """
+
+    name: str
+    kind: str
+    cost: str
+    summary: str
+    defaults: dict[str, Any]
+    reference_fn: Callable
+    flops_fn: Callable
+    bytes_fn: Callable
+    required: tuple[str, ...] = ()
+    feature_fn: Callable | None = None
+    triton_path: str | None = None
+    ane_path: str | None = None
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"Variant {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
+
+    @property
+    def quadratic(self) -> bool:
+        return self.kind != "linear"
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        return tuple(self.defaults)
+
+    def resolve_opts(self, q: torch.Tensor | None, k: torch.Tensor | None, opts: dict) -> dict:
+        """Checks `opts` against this variant and fills defaults."""
+        n = None if q is None else q.shape[-2]
+        nk = None if k is None else k.shape[-2]
+        return check_opts(self, opts, n_query=n, n_key=nk)
+
+    # -- implementations -------------------------------------------------------------
+    def reference(self, q, k, v, **opts) -> torch.Tensor:
+        """Plain PyTorch, exact math. q, k: (B, H, N, D); v: (B, H, N, Dv) -> (B, H, N, Dv).
+        Computes in float64 for float64 inputs and in float32 (at least) otherwise."""
+        check_qkv(q, k, v, same_length=self._needs_same_length)
+        o = self.resolve_opts(q, k, opts)
+        return self.reference_fn(q, k, v, **o)
+
+    @property
+    def _needs_same_length(self) -> bool:
+        return bool(self.extra.get("same_length", False))
+
+    @property
+    def triton(self) -> Callable | None:
+        """The Triton kernel's launcher (same signature as `reference`), or None."""
+        if self.triton_path is None:
+            return None
+        return _LazyImpl(self, "triton", self.triton_path)
+
+    @property
+    def ane(self) -> Callable | None:
+        """The channels-first tiled form: ane(q, k, v, heads, **opts) on (B, H*D, 1, N)."""
+        if self.ane_path is None:
+            return None
+        return _LazyImpl(self, "ane", self.ane_path)
+
+    def impls(self) -> tuple[str, ...]:
+        """Implementations this variant has (whether or not they can run on this machine)."""
+        out = ["reference"]
+        if self.triton_path is not None:
+            out.append("triton")
+        if self.ane_path is not None:
+            out.append("ane")
+        return tuple(out)
+
+    def usable_impls(self) -> tuple[str, ...]:
+        """Implementations that can run on this machine now."""
+        return tuple(i for i in self.impls() if i != "triton" or triton_usable())
+
+    # -- analytic counts -------------------------------------------------------------
+    def flops(self, B: int, H: int, N: int, D: int, **opts) -> int:
+        """Forward FLOPs (multiply and add counted separately) for q, k, v of (B, H, N, D)."""
+        _check_counts(B=B, H=H, N=N, D=D)
+        return int(self.flops_fn(B, H, N, D, check_opts(self, opts, n_query=N, n_key=N)))
+
+    def bytes(self, B: int, H: int, N: int, D: int, dtype=torch.float32, **opts) -> int:
+        """Bytes an ideal fused kernel moves: read q, k, v once, write the output once."""
+        _check_counts(B=B, H=H, N=N, D=D)
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        o = check_opts(self, opts, n_query=N, n_key=N)
+        return int(self.bytes_fn(B, H, N, D, itemsize, o))
+
+
+def _check_counts(**dims: int) -> None:
+    for name, val in dims.items():
+        if isinstance(val, bool) or not isinstance(val, int) or val < 1:
+            raise ValueError(f"{name} must be a positive int, got {val!r}")
+
+
+class _LazyImpl:
+    """Callable that checks its arguments like `reference` and imports the fast form on first
+    call. The fast form receives checked tensors and the full option dict (defaults filled):
+    triton: fn(q, k, v, **opts) on (B, H, N, D); ane: fn(q, k, v, heads, **opts) on
+    (B, H*D, 1, N)."""
+
+    def __init__(self, variant: Variant, impl: str, path: str):
+        self.variant, self.impl, self.path = variant, impl, path
+        self._fn: Callable | None = None
+
+    def __call__(self, q, k, v, *args, **opts):
+        var = self.variant
+        if self.impl == "ane":
+            if len(args) != 1:
+                raise TypeError("ane form is called as ane(q, k, v, heads, **opts)")
+            heads = args[0]
+            check_ane(q, k, v, heads, same_length=var._needs_same_length)
+            o = check_opts(var, opts, n_query=q.shape[-1], n_key=k.shape[-1])
+        else:
+            if args:
+                raise TypeError(f"{self.impl} form is called as fn(q, k, v, **opts)")
+            check_qkv(q, k, v, same_length=var._needs_same_length)
+            o = var.resolve_opts(q, k, opts)
+        if self._fn is None:
+            self._fn = _resolve(self.path)
+        return self._fn(q, k, v, *args, **o)
+
+    def __repr__(self) -> str:
+        return f"<{self.variant.name}.{self.impl} -> {self.path}>"
+
+
+VARIANTS: dict[str, Variant] = {}
+
+
+def register(variant: Variant) -> Variant:
+    if variant.name in VARIANTS:
+        raise ValueError(f"variant {variant.name!r} is already registered")
+    VARIANTS[variant.name] = variant
+    return variant
+
+
+def get(name: str) -> Variant:
+    """The registered variant `name`; unknown names raise KeyError listing the known ones."""
+    if not isinstance(name, str):
+        raise TypeError(f"variant must be a str, got {type(name).__name__}")
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown attention variant {name!r}; known variants: {', '.join(sorted(VARIANTS))}"
+        ) from None
+
+
+def attention(q, k, v, variant: str = "softmax", impl: str = "auto", **opts) -> torch.Tensor:
+    """Dispatches to `variant`'s implementation `impl`.
+
+    q, k: (B, H, N, D); v: (B, H, N, Dv) -> (B, H, N, Dv) for "reference" and "triton".
+    impl="ane" takes the channels-first layout instead and needs `heads=`.
+    impl="auto" picks Triton for CUDA tensors when the variant has a kernel, and the
+    reference (computed the efficient way) otherwise.
+    """
+    var = get(variant)
+    if impl not in (*IMPLS, "auto"):
+        raise ValueError(f"impl must be one of {(*IMPLS, 'auto')}, got {impl!r}")
+    if impl == "auto":
+        on_cuda = isinstance(q, torch.Tensor) and q.is_cuda
+        impl = "triton" if (on_cuda and var.triton is not None and triton_usable()) else "reference"
+    if impl == "reference":
+        return var.reference(q, k, v, **opts)
+    fn = getattr(var, impl)
+    if fn is None:
+        raise NotImplementedError(
+            f"variant {var.name!r} has no {impl!r} implementation; it has: {', '.join(var.impls())}"
+        )
+    if impl == "triton" and not triton_usable():
+        raise RuntimeError(
+            f"impl='triton' needs Triton and a CUDA device (or TRITON_INTERPRET=1 on CPU); "
+            f"use impl='reference' here. {var.name!r} has: {', '.join(var.impls())}"
+        )
+    if impl == "ane":
+        heads = opts.pop("heads", None)
+        if heads is None:
+            raise ValueError("impl='ane' takes channels-first (B, H*D, 1, N) inputs and needs heads=")
+        return fn(q, k, v, heads, **opts)
+    return fn(q, k, v, **opts)
+
+
+def default_scale(d: int) -> float:
+    return 1.0 / math.sqrt(d)

@@ -1,0 +1,46 @@
+"""sigmoid: out = sigmoid(q k^T * scale + b) v with b = -log(Nk); no row normalisation, so no
+running max or row sum (softmax-free). O(N^2 D) per head."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from attention_zoo._common import io_bytes, upcast
+from attention_zoo.registry import Variant, default_scale, register
+from attention_zoo.softmax import QUERY_BLOCK
+
+
+def sigmoid_attention(q, k, v, scale=None, bias=None, chunk=None) -> torch.Tensor:
+    """Reference. q, k: (B, H, Nq|Nk, D); v: (B, H, Nk, Dv) -> (B, H, Nq, Dv)."""
+    dtype = q.dtype
+    q, k, v = upcast(q, k, v)
+    scale = default_scale(q.shape[-1]) if scale is None else scale
+    bias = -math.log(k.shape[-2]) if bias is None else bias
+    kt = k.transpose(-1, -2)
+    outs = [torch.sigmoid((qb @ kt) * scale + bias) @ v for qb in torch.split(q, chunk or QUERY_BLOCK, dim=-2)]
+    return torch.cat(outs, dim=-2).to(dtype)
+
+
+def _flops(B, H, N, D, o):
+    return 4 * B * H * N * N * D
+
+
+def _bytes(B, H, N, D, itemsize, o):
+    return io_bytes(B, H, N, D, itemsize)
+
+
+VARIANT = register(
+    Variant(
+        name="sigmoid",
+        kind="softmax_free",
+        cost="O(N^2 D)",
+        summary="sigmoid(q k^T * scale - log N) v",
+        defaults={"scale": None, "bias": None, "chunk": None},
+        reference_fn=sigmoid_attention,
+        flops_fn=_flops,
+        bytes_fn=_bytes,
+        notes="bias defaults to -log(N keys)",
+    )
+)

@@ -1,0 +1,1 @@
+"""Benchmarks (pytest-benchmark files) and the latency-table collector."""

@@ -1,0 +1,1 @@
+"""The hybrid DiT in MobileI2V's shape (placeholder until the model lands)."""
