@@ -7,16 +7,18 @@ Apple Neural Engine form, all found through one registry.
     az.attention(q, k, v, variant="softmax", impl="auto")
 """
 
-from attention_zoo import (  # noqa: F401  (registration order = table order)
-    softmax,
-    relu_linear,
-    elu_linear,
-    focused_linear,
-    cosformer,
-    performer,
-    sigmoid,
-    softmax_frame,
-)
+# Registration order is table order, so these stay in this order.
+# isort: off
+from attention_zoo import softmax  # noqa: F401
+from attention_zoo import relu_linear  # noqa: F401
+from attention_zoo import elu_linear  # noqa: F401
+from attention_zoo import focused_linear  # noqa: F401
+from attention_zoo import cosformer  # noqa: F401
+from attention_zoo import performer  # noqa: F401
+from attention_zoo import sigmoid  # noqa: F401
+from attention_zoo import softmax_frame  # noqa: F401
+
+# isort: on
 from attention_zoo.registry import IMPLS, KINDS, VARIANTS, Variant, attention, get, triton_usable
 
 __all__ = ["IMPLS", "KINDS", "VARIANTS", "Variant", "attention", "get", "triton_usable"]

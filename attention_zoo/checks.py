@@ -44,7 +44,7 @@ def check_qkv(q, k, v, same_length: bool = False) -> None:
     check_same(q, k, v)
     bq, hq, nq, dq = q.shape
     bk, hk, nk, dk = k.shape
-    bv, hv, nv, dv = v.shape
+    bv, hv, nv, _ = v.shape
     if (bk, hk) != (bq, hq) or (bv, hv) != (bq, hq):
         raise ValueError(
             "q, k and v must share batch and heads (B, H): "
@@ -56,7 +56,9 @@ def check_qkv(q, k, v, same_length: bool = False) -> None:
         raise ValueError(f"v's sequence length must equal k's ({nk}), got v {tuple(v.shape)}")
     for name, t in (("q", q), ("k", k), ("v", v)):
         if 0 in t.shape:
-            raise ValueError(f"{name} must have no empty dimension (N >= 1, D >= 1), got {_desc(t)}")
+            raise ValueError(
+                f"{name} must have no empty dimension (N >= 1, D >= 1), got {_desc(t)}"
+            )
     if same_length and nq != nk:
         raise ValueError(
             f"this variant needs as many queries as keys; got q with N={nq}, k with N={nk}"
@@ -79,14 +81,17 @@ def check_ane(q, k, v, heads, same_length: bool = False) -> None:
         if 0 in t.shape:
             raise ValueError(f"{name} must have no empty dimension, got {_desc(t)}")
     if q.shape[0] != k.shape[0] or q.shape[0] != v.shape[0]:
-        raise ValueError(f"q, k and v must share the batch size, got {q.shape[0]}, {k.shape[0]}, {v.shape[0]}")
+        raise ValueError(
+            f"q, k and v must share the batch size, got {q.shape[0]}, {k.shape[0]}, {v.shape[0]}"
+        )
     if k.shape[1] != q.shape[1]:
         raise ValueError(f"k must have q's channels ({q.shape[1]}), got {_desc(k)}")
     if v.shape[3] != k.shape[3]:
         raise ValueError(f"v's sequence length must equal k's ({k.shape[3]}), got {_desc(v)}")
     if same_length and q.shape[3] != k.shape[3]:
         raise ValueError(
-            f"this variant needs as many queries as keys; got q with N={q.shape[3]}, k with N={k.shape[3]}"
+            "this variant needs as many queries as keys; "
+            f"got q with N={q.shape[3]}, k with N={k.shape[3]}"
         )
 
 

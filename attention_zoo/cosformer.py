@@ -52,6 +52,7 @@ VARIANT = register(
         feature_fn=cosformer_features,
         flops_fn=_flops,
         bytes_fn=_bytes,
+        ane_path="kernels.ane_attention:cosformer_ane",
         notes="positions from the token index, M = max(Nq, Nk)",
     )
 )

@@ -33,5 +33,6 @@ VARIANT = register(
         feature_fn=elu_features,
         flops_fn=_flops,
         bytes_fn=_bytes,
+        ane_path="kernels.ane_attention:elu_linear_ane",
     )
 )

@@ -44,6 +44,7 @@ VARIANT = register(
         feature_fn=focused_features,
         flops_fn=_flops,
         bytes_fn=_bytes,
+        ane_path="kernels.ane_attention:focused_linear_ane",
         notes="p is the focusing power (FLatten uses 3)",
     )
 )

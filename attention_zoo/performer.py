@@ -74,6 +74,7 @@ VARIANT = register(
         feature_fn=performer_features,
         flops_fn=_flops,
         bytes_fn=_bytes,
+        ane_path="kernels.ane_attention:performer_ane",
         notes="m = features random features, projection fixed by seed",
     )
 )

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from attention_zoo._common import linear_quadratic_form, upcast
 from attention_zoo.checks import check_ane, check_opts, check_qkv
 
 IMPLS = ("reference", "triton", "ane")
@@ -57,6 +58,9 @@ class Variant:
             f(B, H, N, D, itemsize, opts).
         feature_fn: for linear variants, phi(q), phi(k) as (B, H, N, F) tensors; the
             defining quadratic form is normalise(phi(q) phi(k)^T) v.
+        naive_fn: the defining O(N^2) form computed naively, f(q, k, v, **opts) on
+            upcast tensors; for tests and docs, never a hot path. Linear variants get it
+            from feature_fn when it is not given.
         triton_path, ane_path: "module:function" of the fast forms, or None.
     """
 
@@ -70,6 +74,7 @@ class Variant:
     bytes_fn: Callable
     required: tuple[str, ...] = ()
     feature_fn: Callable | None = None
+    naive_fn: Callable | None = None
     triton_path: str | None = None
     ane_path: str | None = None
     notes: str = ""
@@ -77,7 +82,22 @@ class Variant:
 
     def __post_init__(self):
         if self.kind not in KINDS:
-            raise ValueError(f"Variant {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
+            raise ValueError(
+                f"Variant {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}"
+            )
+
+    def naive(self, q, k, v, **opts) -> torch.Tensor:
+        """The defining quadratic form, computed naively in the compute dtype (O(N^2) memory)."""
+        check_qkv(q, k, v, same_length=self._needs_same_length)
+        o = self.resolve_opts(q, k, opts)
+        q, k, v = upcast(q, k, v)
+        if self.naive_fn is not None:
+            return self.naive_fn(q, k, v, **o)
+        if self.feature_fn is None:
+            raise NotImplementedError(f"variant {self.name!r} has no naive form")
+        eps = o.pop("eps")
+        phi_q, phi_k = self.feature_fn(q, k, **o)
+        return linear_quadratic_form(phi_q, phi_k, v, eps)
 
     @property
     def quadratic(self) -> bool:
@@ -234,7 +254,9 @@ def attention(q, k, v, variant: str = "softmax", impl: str = "auto", **opts) -> 
     if impl == "ane":
         heads = opts.pop("heads", None)
         if heads is None:
-            raise ValueError("impl='ane' takes channels-first (B, H*D, 1, N) inputs and needs heads=")
+            raise ValueError(
+                "impl='ane' takes channels-first (B, H*D, 1, N) inputs and needs heads="
+            )
         return fn(q, k, v, heads, **opts)
     return fn(q, k, v, **opts)
 

@@ -37,6 +37,7 @@ VARIANT = register(
         feature_fn=relu_features,
         flops_fn=_flops,
         bytes_fn=_bytes,
+        ane_path="kernels.ane_attention:relu_linear_ane",
         notes="a query whose features are all zero gets output 0 (0 / eps); eps=0 gives NaN there",
     )
 )

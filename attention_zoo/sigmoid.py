@@ -19,8 +19,18 @@ def sigmoid_attention(q, k, v, scale=None, bias=None, chunk=None) -> torch.Tenso
     scale = default_scale(q.shape[-1]) if scale is None else scale
     bias = -math.log(k.shape[-2]) if bias is None else bias
     kt = k.transpose(-1, -2)
-    outs = [torch.sigmoid((qb @ kt) * scale + bias) @ v for qb in torch.split(q, chunk or QUERY_BLOCK, dim=-2)]
+    outs = [
+        torch.sigmoid((qb @ kt) * scale + bias) @ v
+        for qb in torch.split(q, chunk or QUERY_BLOCK, dim=-2)
+    ]
     return torch.cat(outs, dim=-2).to(dtype)
+
+
+def sigmoid_naive(q, k, v, scale=None, bias=None, chunk=None) -> torch.Tensor:
+    """1 / (1 + exp(-(s * scale + b))) applied to v, written out by hand."""
+    scale = default_scale(q.shape[-1]) if scale is None else scale
+    bias = -math.log(k.shape[-2]) if bias is None else bias
+    return (1.0 / (1.0 + torch.exp(-((q @ k.transpose(-1, -2)) * scale + bias)))) @ v
 
 
 def _flops(B, H, N, D, o):
@@ -39,8 +49,10 @@ VARIANT = register(
         summary="sigmoid(q k^T * scale - log N) v",
         defaults={"scale": None, "bias": None, "chunk": None},
         reference_fn=sigmoid_attention,
+        naive_fn=sigmoid_naive,
         flops_fn=_flops,
         bytes_fn=_bytes,
+        ane_path="kernels.ane_attention:sigmoid_ane",
         notes="bias defaults to -log(N keys)",
     )
 )

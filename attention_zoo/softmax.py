@@ -29,6 +29,13 @@ def softmax_attention(q, k, v, scale=None, chunk=None) -> torch.Tensor:
     return torch.cat(outs, dim=-2).to(dtype)
 
 
+def softmax_naive(q, k, v, scale=None, chunk=None) -> torch.Tensor:
+    """exp(s - max s) / sum exp(s - max s) applied to v, written out by hand."""
+    s = (q @ k.transpose(-1, -2)) * (default_scale(q.shape[-1]) if scale is None else scale)
+    e = torch.exp(s - s.amax(dim=-1, keepdim=True))
+    return (e / e.sum(dim=-1, keepdim=True)) @ v
+
+
 def _flops(B, H, N, D, o):
     return 4 * B * H * N * N * D
 
@@ -45,8 +52,10 @@ VARIANT = register(
         summary="softmax(q k^T * scale) v",
         defaults={"scale": None, "chunk": None},
         reference_fn=softmax_attention,
+        naive_fn=softmax_naive,
         flops_fn=_flops,
         bytes_fn=_bytes,
+        ane_path="kernels.ane_attention:softmax_ane",
         notes="scale defaults to 1/sqrt(D)",
     )
 )

@@ -23,6 +23,15 @@ def frame_softmax_attention(q, k, v, grid, scale=None) -> torch.Tensor:
     return (p @ vf).reshape(b, h, n, v.shape[-1]).to(dtype)
 
 
+def frame_softmax_naive(q, k, v, grid, scale=None) -> torch.Tensor:
+    """Full N x N scores with keys of other frames masked to -inf, then softmax."""
+    n = q.shape[-2]
+    frame = torch.arange(n, device=q.device) // (n // grid[0])  # frame index of each token
+    s = (q @ k.transpose(-1, -2)) * (default_scale(q.shape[-1]) if scale is None else scale)
+    s = s.masked_fill(frame[:, None] != frame[None, :], float("-inf"))
+    return torch.softmax(s, dim=-1) @ v
+
+
 def _flops(B, H, N, D, o):
     t = o["grid"][0]
     return 4 * B * H * t * (N // t) ** 2 * D
@@ -41,8 +50,10 @@ VARIANT = register(
         defaults={"grid": None, "scale": None},
         required=("grid",),
         reference_fn=frame_softmax_attention,
+        naive_fn=frame_softmax_naive,
         flops_fn=_flops,
         bytes_fn=_bytes,
+        ane_path="kernels.ane_attention:softmax_frame_ane",
         extra={"same_length": True},
         notes="needs grid=(T, H, W); tokens in (t, y, x) order",
     )

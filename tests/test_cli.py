@@ -1,0 +1,63 @@
+"""The command line: help, the zoo table, errors as one line, the reference comparison."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import attention_zoo as az
+from mobileattn.cli import build_parser, main
+from mobileattn.tables import markdown_table, text_table
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    assert main([]) == 2
+    assert "COMMAND" in capsys.readouterr().out
+
+
+def test_every_command_has_help():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, p in sub.choices.items():
+        assert p.format_help(), name
+
+
+def test_zoo_table_lists_every_variant(capsys):
+    assert main(["zoo"]) == 0
+    out = capsys.readouterr().out
+    for name in az.VARIANTS:
+        assert name in out
+    assert "grid=<required>" in out
+
+
+def test_zoo_json(capsys):
+    assert main(["zoo", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == list(az.VARIANTS)
+    assert all("reference" in r["impls"] for r in rows)
+
+
+def test_bad_flag_value_is_one_line_error(capsys, tmp_path):
+    assert main(["run", "--repeats", "0", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--repeats must be >= 1, got 0" in err and "Traceback" not in err
+
+
+def test_reference_comparison_rows():
+    from bench.zoo_cpu import compare_references
+
+    res = compare_references(grids=((2, 2, 3),), heads=2, head_dim=8, repeats=1, progress=False)
+    assert {r["variant"] for r in res["rows"]} == set(az.VARIANTS)
+    for r in res["rows"]:
+        assert r["N"] == 12 and r["median_ms"] > 0 and r["flops"] > 0
+        assert r["fraction_of_gemm"] == pytest.approx(r["gflops"] / res["gemm"]["gflops"])
+    assert res["gemm"]["gflops"] > 0
+
+
+def test_tables_align():
+    t = text_table(["a", "num"], [["x", "1.5"], ["long", "10"]])
+    lines = t.splitlines()
+    assert lines[2].endswith(" 1.5") and lines[3].endswith("  10")
+    m = markdown_table(["a", "num"], [["x", "1.5"]])
+    assert m.splitlines()[1] == "|---|---:|"
