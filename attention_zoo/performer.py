@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import torch
 
 from attention_zoo._common import io_bytes, linear_flops, linear_reference, upcast
@@ -14,23 +15,26 @@ from attention_zoo.registry import Variant, register
 
 
 @functools.lru_cache(maxsize=32)
-def _projection_cpu(m: int, d: int, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
+def _projection_np(m: int, d: int, seed: int) -> np.ndarray:
+    # numpy, not torch: the cached array is real data even when the first call happens
+    # while torch.export traces (a cached torch tensor would then be a fake tensor), and
+    # tracers see the projection as a constant instead of recording a random draw.
+    rng = np.random.default_rng(seed)
     blocks, rows = [], 0
     while rows < m:
-        g = torch.randn(d, d, generator=gen, dtype=torch.float64)
-        qmat, _ = torch.linalg.qr(g)
+        qmat, _ = np.linalg.qr(rng.standard_normal((d, d)))
         blocks.append(qmat.T)  # orthonormal rows
         rows += d
-    w = torch.cat(blocks, dim=0)[:m]  # (m, D)
+    w = np.concatenate(blocks, axis=0)[:m]  # (m, D)
     # rows get the norms of Gaussian vectors, as for unstructured Gaussian features
-    norms = torch.linalg.vector_norm(torch.randn(m, d, generator=gen, dtype=torch.float64), dim=1)
-    return w * norms[:, None]
+    w = w * np.linalg.norm(rng.standard_normal((m, d)), axis=1)[:, None]
+    w.flags.writeable = False  # cached and shared
+    return w
 
 
 def projection(m: int, d: int, seed: int, dtype, device) -> torch.Tensor:
     """The (m, D) orthogonal random projection for (m, D, seed); the same on every call."""
-    return _projection_cpu(m, d, seed).to(device=device, dtype=dtype)
+    return torch.tensor(_projection_np(m, d, seed), dtype=dtype, device=device)
 
 
 def favor_features(x: torch.Tensor, w: torch.Tensor, is_query: bool) -> torch.Tensor:
@@ -73,6 +77,7 @@ VARIANT = register(
         reference_fn=linear_reference(performer_features),
         feature_fn=performer_features,
         flops_fn=_flops,
+        triton_path="kernels.triton_linear:performer_triton",
         bytes_fn=_bytes,
         ane_path="kernels.ane_attention:performer_ane",
         notes="m = features random features, projection fixed by seed",
