@@ -51,6 +51,7 @@ VARIANT = register(
         reference_fn=linear_reference(cosformer_features),
         feature_fn=cosformer_features,
         flops_fn=_flops,
+        triton_path="kernels.triton_linear:cosformer_triton",
         bytes_fn=_bytes,
         ane_path="kernels.ane_attention:cosformer_ane",
         notes="positions from the token index, M = max(Nq, Nk)",

@@ -32,6 +32,7 @@ VARIANT = register(
         reference_fn=linear_reference(elu_features),
         feature_fn=elu_features,
         flops_fn=_flops,
+        triton_path="kernels.triton_linear:elu_linear_triton",
         bytes_fn=_bytes,
         ane_path="kernels.ane_attention:elu_linear_ane",
     )

@@ -43,6 +43,7 @@ VARIANT = register(
         reference_fn=linear_reference(focused_features),
         feature_fn=focused_features,
         flops_fn=_flops,
+        triton_path="kernels.triton_linear:focused_linear_triton",
         bytes_fn=_bytes,
         ane_path="kernels.ane_attention:focused_linear_ane",
         notes="p is the focusing power (FLatten uses 3)",

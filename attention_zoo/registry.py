@@ -237,8 +237,7 @@ def attention(q, k, v, variant: str = "softmax", impl: str = "auto", **opts) -> 
     if impl not in (*IMPLS, "auto"):
         raise ValueError(f"impl must be one of {(*IMPLS, 'auto')}, got {impl!r}")
     if impl == "auto":
-        on_cuda = isinstance(q, torch.Tensor) and q.is_cuda
-        impl = "triton" if (on_cuda and var.triton is not None and triton_usable()) else "reference"
+        impl = "triton" if _triton_takes(var, q, v) else "reference"
     if impl == "reference":
         return var.reference(q, k, v, **opts)
     fn = getattr(var, impl)
@@ -259,6 +258,18 @@ def attention(q, k, v, variant: str = "softmax", impl: str = "auto", **opts) -> 
             )
         return fn(q, k, v, heads, **opts)
     return fn(q, k, v, **opts)
+
+
+def _triton_takes(var: Variant, q, v) -> bool:
+    """impl="auto": Triton for CUDA tensors it supports (dtype, head dims); the reference
+    for everything else, including float64 and head dims outside the kernels' range."""
+    if var.triton is None or not (isinstance(q, torch.Tensor) and q.is_cuda) or not triton_usable():
+        return False
+    if not isinstance(v, torch.Tensor):
+        return False
+    from kernels.triton_softmax import unsupported_reason
+
+    return unsupported_reason(q, v) is None
 
 
 def default_scale(d: int) -> float:

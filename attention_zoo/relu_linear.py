@@ -36,6 +36,7 @@ VARIANT = register(
         reference_fn=linear_reference(relu_features),
         feature_fn=relu_features,
         flops_fn=_flops,
+        triton_path="kernels.triton_linear:relu_linear_triton",
         bytes_fn=_bytes,
         ane_path="kernels.ane_attention:relu_linear_ane",
         notes="a query whose features are all zero gets output 0 (0 / eps); eps=0 gives NaN there",

@@ -51,6 +51,7 @@ VARIANT = register(
         reference_fn=sigmoid_attention,
         naive_fn=sigmoid_naive,
         flops_fn=_flops,
+        triton_path="kernels.triton_softmax:sigmoid_triton",
         bytes_fn=_bytes,
         ane_path="kernels.ane_attention:sigmoid_ane",
         notes="bias defaults to -log(N keys)",

@@ -54,6 +54,7 @@ VARIANT = register(
         reference_fn=softmax_attention,
         naive_fn=softmax_naive,
         flops_fn=_flops,
+        triton_path="kernels.triton_softmax:softmax_triton",
         bytes_fn=_bytes,
         ane_path="kernels.ane_attention:softmax_ane",
         notes="scale defaults to 1/sqrt(D)",

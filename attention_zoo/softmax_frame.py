@@ -52,6 +52,7 @@ VARIANT = register(
         reference_fn=frame_softmax_attention,
         naive_fn=frame_softmax_naive,
         flops_fn=_flops,
+        triton_path="kernels.triton_softmax:softmax_frame_triton",
         bytes_fn=_bytes,
         ane_path="kernels.ane_attention:softmax_frame_ane",
         extra={"same_length": True},
