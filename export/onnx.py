@@ -1,0 +1,124 @@
+"""ONNX export through PyTorch's dynamo exporter (`torch.onnx.export(..., dynamo=True)`).
+
+    to_onnx(model, (x_t, t, first_frame, motion), "out/model.onnx")
+
+Graph inputs carry the names of the forward's arguments, in order; the file (and its
+external data file, when the weights go there) is written atomically.
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+# The dynamo exporter's lowest supported opset.
+MIN_OPSET = 18
+
+
+def input_names(model: nn.Module, count: int) -> list[str]:
+    """Names of the first `count` positional arguments of model.forward."""
+    params = [
+        p
+        for p in inspect.signature(model.forward).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if count > len(params):
+        raise ValueError(
+            f"example_inputs has {count} tensors but {type(model).__name__}.forward takes "
+            f"{len(params)} positional arguments ({', '.join(p.name for p in params)})"
+        )
+    return [p.name for p in params[:count]]
+
+
+def _check_args(model, example_inputs, path, opset) -> tuple[tuple, Path, int | None]:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    if not isinstance(example_inputs, (tuple, list)) or not example_inputs:
+        raise TypeError(
+            "example_inputs must be a non-empty tuple of tensors in forward-argument order, "
+            f"got {type(example_inputs).__name__}"
+        )
+    for i, x in enumerate(example_inputs):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(
+                f"example_inputs[{i}] must be a torch.Tensor (graph inputs are tensors), "
+                f"got {type(x).__name__}"
+            )
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise ValueError(f"path must end in .onnx, got {str(path)!r}")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"path's folder does not exist: {str(path.parent)!r}")
+    if opset is not None:
+        if isinstance(opset, bool) or not isinstance(opset, numbers.Integral):
+            raise TypeError(f"opset must be an int or None, got {type(opset).__name__}")
+        if opset < MIN_OPSET:
+            raise ValueError(f"opset must be >= {MIN_OPSET} (dynamo exporter), got {opset}")
+        opset = int(opset)
+    return tuple(example_inputs), path, opset
+
+
+def to_onnx(
+    model: nn.Module,
+    example_inputs,
+    path: str | os.PathLike,
+    opset: int | None = None,
+    *,
+    external_data: bool | None = None,
+) -> Path:
+    """Exports `model` to ONNX with static shapes taken from `example_inputs`.
+
+    Args:
+        model: the module to export (put in eval mode here; restored afterwards).
+        example_inputs: tensors in the order of model.forward's arguments; graph inputs are
+            named after those arguments. The single output is named "output".
+        path: destination, ending in .onnx.
+        opset: ONNX opset (>= 18); None takes the exporter's default.
+        external_data: put the weights in a file beside the model, referenced by its bare
+            name (`<path>.data`): True, False, or None for "when the model would pass
+            protobuf's 2 GB limit".
+    Returns:
+        The written path.
+    """
+    example_inputs, path, opset = _check_args(model, example_inputs, path, opset)
+    if external_data is not None and not isinstance(external_data, bool):
+        raise TypeError(f"external_data must be a bool or None, got {external_data!r}")
+    names = input_names(model, len(example_inputs))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            program = torch.onnx.export(
+                model,
+                example_inputs,
+                dynamo=True,
+                input_names=names,
+                output_names=["output"],
+                opset_version=opset,
+                verbose=False,
+            )
+    finally:
+        model.train(was_training)
+    # Save under the final file name inside a private folder next to the destination, so
+    # any external data file records the final name; then move the files into place, the
+    # .onnx last, each with an atomic rename.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        program.save(tmp / path.name, external_data=external_data)
+        files = sorted(tmp.iterdir(), key=lambda f: f.name == path.name)
+        for f in files:
+            os.replace(f, path.parent / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path

@@ -1,0 +1,135 @@
+"""export.to_onnx: the dynamo exporter's graph run by onnxruntime equals PyTorch (fp32),
+inputs are named and ordered like the forward's arguments, files are written atomically."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from export import to_onnx
+from hybrid_dit import PRESETS, HybridDiT
+
+ort = pytest.importorskip("onnxruntime")
+
+
+def rel_err(out: np.ndarray, ref: np.ndarray) -> float:
+    out, ref = out.astype(np.float64), ref.astype(np.float64)
+    return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
+
+
+def tiny_model(pattern: str, patch: int = 1) -> HybridDiT:
+    torch.manual_seed(0)
+    model = HybridDiT(PRESETS["tiny"].replace(patch_size=patch, attention=pattern)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def example(model: HybridDiT, t: int, h: int, w: int):
+    gen = torch.Generator().manual_seed(3)
+    c = model.cfg.in_channels
+    return (
+        torch.randn(1, c, t, h, w, generator=gen),
+        torch.rand(1, generator=gen),
+        torch.randn(1, c, h, w, generator=gen),
+        torch.rand(1, generator=gen),
+    )
+
+
+@pytest.mark.parametrize(
+    "pattern,patch,thw",
+    [("L,S", 1, (3, 5, 7)), ("softmax_frame,performer", 2, (2, 6, 10))],
+    ids=["hybrid-p1-3x5x7", "frame-performer-p2-2x6x10"],
+)
+def test_onnxruntime_matches_pytorch(tmp_path, pattern, patch, thw):
+    model = tiny_model(pattern, patch)
+    args = example(model, *thw)
+    path = to_onnx(model, args, tmp_path / "tiny.onnx")
+    graph = onnx.load(str(path)).graph
+    names = ["x_t", "t", "first_frame", "motion"]
+    assert [i.name for i in graph.input] == names
+    # atomic write: only the model file is left, no temporary folder or file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.onnx"]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = sess.run(None, {n: a.numpy() for n, a in zip(names, args, strict=True)})
+    with torch.no_grad():
+        ref = model(*args).numpy()
+    assert out.shape == ref.shape
+    assert rel_err(out, ref) < 1e-4
+
+
+def test_external_data_lands_beside_the_model(tmp_path):
+    model = tiny_model("L,S")
+    args = example(model, 2, 3, 5)
+    path = to_onnx(model, args, tmp_path / "ext.onnx", external_data=True)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["ext.onnx", "ext.onnx.data"]
+    locations = {
+        e.value
+        for init in onnx.load(str(path), load_external_data=False).graph.initializer
+        for e in init.external_data
+        if e.key == "location"
+    }
+    assert locations == {"ext.onnx.data"}  # a bare name: the pair can be moved together
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {i.name: a.numpy() for i, a in zip(sess.get_inputs(), args, strict=True)}
+    with torch.no_grad():
+        assert rel_err(sess.run(None, feeds)[0], model(*args).numpy()) < 1e-4
+
+
+def test_to_onnx_validates_its_arguments(tmp_path):
+    model = tiny_model("L,S")
+    args = example(model, 2, 3, 3)
+    with pytest.raises(ValueError, match=r"path must end in \.onnx"):
+        to_onnx(model, args, tmp_path / "m.pb")
+    with pytest.raises(FileNotFoundError, match="folder does not exist"):
+        to_onnx(model, args, tmp_path / "missing" / "m.onnx")
+    with pytest.raises(TypeError, match=r"example_inputs\[1\] must be a torch.Tensor"):
+        to_onnx(model, (args[0], 0.5), tmp_path / "m.onnx")
+    with pytest.raises(ValueError, match="example_inputs has 5 tensors"):
+        to_onnx(model, (*args, args[1]), tmp_path / "m.onnx")
+    with pytest.raises(ValueError, match="opset must be >= 18"):
+        to_onnx(model, args, tmp_path / "m.onnx", opset=13)
+    with pytest.raises(TypeError, match="external_data must be a bool"):
+        to_onnx(model, args, tmp_path / "m.onnx", external_data="yes")
+    with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module"):
+        to_onnx(lambda x: x, args, tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_command_writes_onnx_and_reports_parity(tmp_path, capsys):
+    from mobileattn.cli import main
+
+    out = tmp_path / "exp"
+    argv = ["export", "--preset", "tiny", "--attention", "S,L", "--grid", "2x3x5"]
+    code = main([*argv, "--out", str(out), "--no-coreml", "--repeats", "1"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert (out / "model.onnx").is_file() and (out / "export.json").is_file()
+    assert "onnxruntime vs torch (fp32)" in text and ": ok" in text
+    assert "Core ML: skipped (--no-coreml)" in text
+
+
+@pytest.mark.parametrize(
+    "flag,value,message",
+    [
+        ("--grid", "3x5", "--grid must be TxHxW"),
+        ("--attention", "L*3", "--attention: .*one variant per block"),
+        ("--preset", "huge", "--preset must be one of"),
+    ],
+)
+def test_export_command_rejects_bad_arguments(tmp_path, capsys, flag, value, message):
+    from mobileattn.cli import main
+
+    args = {"--preset": "tiny", "--grid": "2x3x5", "--attention": "L,S"}
+    args[flag] = value
+    argv = ["export", "--out", str(tmp_path / "x")]
+    for k, v in args.items():
+        argv += [k, v]
+    assert main(argv) == 2
+    assert re.search(message, capsys.readouterr().err)
