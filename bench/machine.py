@@ -1,0 +1,133 @@
+"""Machine description and timing helpers shared by every benchmark.
+
+Absolute times differ between machines; every later table quotes its numbers next to
+`gemm_rate()`, the fp32 matmul rate measured through torch in the same run, which is the
+roofline scale for compute-bound work on that machine.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else platform.processor()."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (affinity), which can be fewer than os.cpu_count()."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def machine_info() -> dict[str, Any]:
+    """What the numbers of a run depend on: CPU, cores, library versions, threads, GPU."""
+    cuda = torch.cuda.is_available()
+    return {
+        "cpu": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "usable_cores": usable_cores(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda_device": torch.cuda.get_device_name(0) if cuda else None,
+        "cuda_version": torch.version.cuda if cuda else None,
+    }
+
+
+def _sync_for(device: torch.device) -> Callable[[], None] | None:
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return None
+
+
+def time_fn(
+    fn: Callable[[], Any],
+    warmup: int = 1,
+    repeats: int = 5,
+    sync: Callable[[], None] | None = None,
+) -> dict[str, float]:
+    """Times `fn()` (torch's thread count is left as it is).
+
+    Args:
+        fn: the work, called without arguments.
+        warmup: untimed calls first (allocation, lazy init, caches).
+        repeats: timed calls, each timed alone.
+        sync: called after each call inside the timed region (e.g. torch.cuda.synchronize)
+            so that asynchronous work is counted.
+
+    Returns:
+        dict(median, p10, p90, mean, repeats): seconds per call (repeats as an int).
+    """
+    for name, val, lo in (("warmup", warmup, 0), ("repeats", repeats, 1)):
+        if isinstance(val, bool) or not isinstance(val, int) or val < lo:
+            raise ValueError(f"{name} must be an int >= {lo}, got {val!r}")
+    for _ in range(warmup):
+        fn()
+        if sync is not None:
+            sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        if sync is not None:
+            sync()
+        times.append(time.perf_counter() - t0)
+    p10, p90 = np.percentile(times, [10, 90])
+    return {
+        "median": statistics.median(times),
+        "p10": float(p10),
+        "p90": float(p90),
+        "mean": statistics.fmean(times),
+        "repeats": repeats,
+    }
+
+
+def gemm_rate(
+    n: int = 2048, repeats: int = 5, warmup: int = 1, device: str | torch.device = "cpu"
+) -> float:
+    """The fp32 matmul rate through torch: median GFLOP/s of an (n x n) @ (n x n) product,
+    counting 2 n^3 FLOPs."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    device = torch.device(device)
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=gen).to(device)
+    b = torch.randn(n, n, generator=gen).to(device)
+    out = torch.empty(n, n, device=device)
+    t = time_fn(lambda: torch.matmul(a, b, out=out), warmup, repeats, _sync_for(device))
+    return 2 * n**3 / t["median"] / 1e9
+
+
+def copy_bandwidth(
+    mib: int = 256, repeats: int = 5, warmup: int = 1, device: str | torch.device = "cpu"
+) -> float:
+    """Memory bandwidth of a large tensor copy through torch, median GB/s, counting the
+    bytes read plus the bytes written (the memory roofline's scale)."""
+    if isinstance(mib, bool) or not isinstance(mib, int) or mib < 1:
+        raise ValueError(f"mib must be a positive int, got {mib!r}")
+    device = torch.device(device)
+    src = torch.ones(mib * 2**20 // 4, device=device)
+    dst = torch.empty_like(src)
+    t = time_fn(lambda: dst.copy_(src), warmup, repeats, _sync_for(device))
+    return 2 * src.numel() * 4 / t["median"] / 1e9

@@ -1,0 +1,31 @@
+"""The microbenchmarks under bench/ run (each case once, untimed, at a tiny N) so they
+cannot rot: every variant must be exercised and pass its correctness check."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import attention_zoo as az
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_zoo_bench_smoke():
+    cmd = [
+        sys.executable, "-m", "pytest", "bench/test_zoo_bench.py", "--benchmark-disable",
+        "--bench-sizes", "63", "-v", "-p", "no:cacheprovider",
+    ]  # fmt: skip
+    proc = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=dict(os.environ)
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    passed = set(re.findall(r"test_attention\[N63-(\w+)-(\w+)\] PASSED", out))
+    for name, var in az.VARIANTS.items():
+        assert (name, "reference") in passed, f"{name} reference case did not pass:\n{out[-4000:]}"
+        for impl in var.usable_impls():
+            assert (name, impl) in passed, f"{name}/{impl} case did not pass:\n{out[-4000:]}"

@@ -1,0 +1,87 @@
+"""bench.machine (machine info, timing, GEMM rate) and bench.grids: structure and sanity,
+no timed assertions."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from bench.grids import divisors, grid_for
+from bench.machine import (
+    copy_bandwidth,
+    cpu_model,
+    gemm_rate,
+    machine_info,
+    time_fn,
+    usable_cores,
+)
+
+
+def test_machine_info_structure():
+    info = machine_info()
+    for key in ("cpu", "logical_cores", "usable_cores", "torch", "numpy", "torch_threads",
+                "cuda_device", "python", "platform"):  # fmt: skip
+        assert key in info, key
+    assert isinstance(info["cpu"], str) and info["cpu"] == cpu_model() and info["cpu"]
+    assert 1 <= info["usable_cores"] == usable_cores() <= info["logical_cores"]
+    assert info["torch"] == torch.__version__
+    assert info["torch_threads"] == torch.get_num_threads()
+    assert (info["cuda_device"] is None) == (not torch.cuda.is_available())
+    json.dumps(info)  # a plain, JSON-ready dict
+
+
+def test_time_fn_counts_calls_and_orders_stats():
+    calls = []
+    stats = time_fn(lambda: calls.append(1), warmup=2, repeats=7)
+    assert len(calls) == 9
+    assert set(stats) == {"median", "p10", "p90", "mean", "repeats"}
+    assert stats["repeats"] == 7
+    assert 0 <= stats["p10"] <= stats["median"] <= stats["p90"]
+    assert stats["mean"] > 0
+    synced = []
+    time_fn(lambda: None, warmup=1, repeats=3, sync=lambda: synced.append(1))
+    assert len(synced) == 4
+    with pytest.raises(ValueError, match="repeats must be an int >= 1"):
+        time_fn(lambda: None, repeats=0)
+    with pytest.raises(ValueError, match="warmup must be an int >= 0"):
+        time_fn(lambda: None, warmup=-1)
+
+
+def test_gemm_rate_is_a_positive_finite_rate():
+    rate = gemm_rate(n=128, repeats=3)
+    assert math.isfinite(rate) and rate > 0
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        gemm_rate(n=0)
+
+
+def test_copy_bandwidth_is_a_positive_finite_rate():
+    rate = copy_bandwidth(mib=4, repeats=3)
+    assert math.isfinite(rate) and rate > 0
+    with pytest.raises(ValueError, match="mib must be a positive int"):
+        copy_bandwidth(mib=0)
+
+
+def test_divisors():
+    assert divisors(1) == [1]
+    assert divisors(12) == [1, 2, 3, 4, 6, 12]
+    assert divisors(49) == [1, 7, 49]
+
+
+@pytest.mark.parametrize("n", [1, 7, 63, 64, 256, 1000, 1024, 2760, 6120, 16384, 99991])
+def test_grid_for_multiplies_to_n(n):
+    t, h, w = grid_for(n)
+    assert t * h * w == n and 1 <= h <= w
+
+
+def test_grid_for_finds_the_video_grids():
+    assert grid_for(2760) == (3, 23, 40)  # MobileI2V 720p x 17 frames
+    assert grid_for(6120) == (3, 34, 60)  # 1080p x 17 frames
+    assert grid_for(256) == (2, 8, 16)  # 3 does not divide 256: ties go to fewer frames
+    assert grid_for(576, frames=4, aspect=1.0) == (4, 12, 12)  # the small preset's latent
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        grid_for(0)
+    with pytest.raises(ValueError, match="aspect"):
+        grid_for(64, aspect=-1.0)
