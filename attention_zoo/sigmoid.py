@@ -20,7 +20,7 @@ def sigmoid_attention(q, k, v, scale=None, bias=None, chunk=None) -> torch.Tenso
     bias = -math.log(k.shape[-2]) if bias is None else bias
     kt = k.transpose(-1, -2)
     outs = [
-        torch.sigmoid((qb @ kt) * scale + bias) @ v
+        torch.sigmoid((qb * scale) @ kt + bias) @ v
         for qb in torch.split(q, chunk or QUERY_BLOCK, dim=-2)
     ]
     return torch.cat(outs, dim=-2).to(dtype)

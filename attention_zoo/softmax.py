@@ -24,7 +24,7 @@ def softmax_attention(q, k, v, scale=None, chunk=None) -> torch.Tensor:
     kt = k.transpose(-1, -2)  # (B, H, D, Nk)
     outs = []
     for qb in torch.split(q, chunk or QUERY_BLOCK, dim=-2):
-        s = (qb @ kt) * scale  # (B, H, nb, Nk)
+        s = (qb * scale) @ kt  # (B, H, nb, Nk); scaling q, not the N x N scores
         outs.append(torch.softmax(s, dim=-1) @ v)
     return torch.cat(outs, dim=-2).to(dtype)
 

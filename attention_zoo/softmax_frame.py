@@ -19,7 +19,7 @@ def frame_softmax_attention(q, k, v, grid, scale=None) -> torch.Tensor:
     qf = q.reshape(b, h, t, n // t, d)  # (B, H, T, HW, D)
     kf = k.reshape(b, h, t, n // t, d)
     vf = v.reshape(b, h, t, n // t, v.shape[-1])
-    p = torch.softmax((qf @ kf.transpose(-1, -2)) * scale, dim=-1)  # (B, H, T, HW, HW)
+    p = torch.softmax((qf * scale) @ kf.transpose(-1, -2), dim=-1)  # (B, H, T, HW, HW)
     return (p @ vf).reshape(b, h, n, v.shape[-1]).to(dtype)
 
 

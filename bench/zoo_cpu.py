@@ -15,6 +15,7 @@ from bench.machine import gemm_rate, machine_info, time_fn
 # Token grids (T, H, W) of the default comparison; 3 x 23 x 40 is MobileI2V's 720p x 17
 # frames latent. N is derived from each grid.
 DEFAULT_GRIDS = ((4, 8, 8), (4, 16, 16), (3, 23, 40))
+GEMM_N, GEMM_REPEATS = 2048, 5
 
 
 def compare_references(
@@ -25,11 +26,18 @@ def compare_references(
     repeats: int = 5,
     variants=None,
     progress: bool = True,
+    measure=None,
 ) -> dict:
     """Times every variant's reference (fp32, CPU) at each grid. Returns a JSON-able dict
-    with machine info, the measured GEMM rate and one row per (variant, grid)."""
+    with machine info, the measured GEMM rate and one row per (variant, grid).
+    `measure(stage, key, fn) -> (value, cached)` may wrap each timing (the study's cache)."""
     names = list(az.VARIANTS) if variants is None else [az.get(v).name for v in variants]
-    gemm = gemm_rate()
+    measure = measure or (lambda stage, key, fn: (fn(), False))
+    gemm = {
+        "gflops": gemm_rate(n=GEMM_N, repeats=GEMM_REPEATS),
+        "n": GEMM_N,
+        "repeats": GEMM_REPEATS,
+    }
     rows = []
     jobs = [(g, n) for g in grids for n in names]
     for grid, name in tqdm(jobs, desc="zoo references", disable=not progress, leave=False):
@@ -43,7 +51,16 @@ def compare_references(
             with torch.inference_mode():
                 return var.reference(q, k, v, **opts)
 
-        t = time_fn(call, repeats=repeats)
+        key = {
+            "variant": name,
+            "grid": list(grid),
+            "B": batch,
+            "H": heads,
+            "D": head_dim,
+            "repeats": repeats,
+            "torch": torch.__version__,
+        }
+        t, cached = measure("zoo-reference", key, lambda call=call: time_fn(call, repeats=repeats))
         flops = var.flops(batch, heads, n, head_dim, **opts)
         gflops = flops / t["median"] / 1e9
         rows.append(
@@ -57,8 +74,10 @@ def compare_references(
                 "p90_ms": t["p90"] * 1e3,
                 "repeats": t["repeats"],
                 "flops": flops,
+                "bytes": var.bytes(batch, heads, n, head_dim, torch.float32, **opts),
                 "gflops": gflops,
                 "fraction_of_gemm": gflops / gemm["gflops"],
+                "cached": cached,
             }
         )
     return {

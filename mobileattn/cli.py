@@ -11,7 +11,7 @@ import sys
 from mobileattn import __version__
 
 # Order = order in --help.
-COMMANDS = ("run", "zoo")
+COMMANDS = ("run", "zoo", "bench", "quality", "search", "export", "lint", "train-teacher")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mobileattn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"mobileattn.commands.{name}").add_parser(sub)
+        importlib.import_module(f"mobileattn.commands.{name.replace('-', '_')}").add_parser(sub)
     return parser
 
 

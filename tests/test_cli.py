@@ -61,3 +61,80 @@ def test_tables_align():
     assert lines[2].endswith(" 1.5") and lines[3].endswith("  10")
     m = markdown_table(["a", "num"], [["x", "1.5"]])
     assert m.splitlines()[1] == "|---|---:|"
+
+
+def test_bench_then_search_from_files(tmp_path, capsys):
+    lat = tmp_path / "lat.json"
+    args = [
+        "bench",
+        "--preset",
+        "tiny",
+        "--grid",
+        "2x3x4",
+        "--variants",
+        "softmax,relu_linear",
+        "--patterns",
+        "softmax;L,S",
+        "--repeats",
+        "1",
+        "--model-repeats",
+        "1",
+        "--no-progress",
+        "--out",
+        str(lat),
+    ]
+    assert main(args) == 0
+    table = json.loads(lat.read_text())
+    assert [r["variant"] for r in table["blocks"]["variants"]] == ["softmax", "relu_linear"]
+    assert len(table["models"]["models"]) == 2
+    quality = tmp_path / "q.json"
+    quality.write_text(
+        json.dumps(
+            {
+                "teacher": {"attention": ["softmax", "softmax"]},
+                "entries": [
+                    {"block": 0, "variant": "relu_linear", "delta_loss": 0.5},
+                    {"block": 1, "variant": "relu_linear", "delta_loss": 0.1},
+                ],
+            }
+        )
+    )
+    out = tmp_path / "s.json"
+    assert (
+        main(
+            [
+                "search",
+                "--latency",
+                str(lat),
+                "--quality",
+                str(quality),
+                "--budget",
+                "1000ms",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    res = json.loads(out.read_text())
+    assert res["best"]["config"] == ["softmax", "softmax"]  # a generous budget: no loss
+    assert main(["search", "--latency", str(lat), "--quality", str(tmp_path / "nope.json")]) == 2
+    assert "--quality: no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["bench", "--preset", "huge"], "--preset must be one of"),
+        (["bench", "--grid", "3x23"], "grid must look like TxHxW"),
+        (["bench", "--preset", "tiny", "--backend", "tpu"], "backend must be one of"),
+        (["bench", "--preset", "tiny", "--patterns", "L,S,S"], "one variant per block"),
+        (["quality", "--variants", "flash"], "unknown attention variant 'flash'"),
+        (["train-teacher", "--steps", "0"], "--steps must be >= 1"),
+        (["train-teacher", "--out", "x.pt"], "--out must end in .safetensors"),
+    ],
+)
+def test_command_errors_are_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -1,74 +1,103 @@
-"""`mobileattn run`: the study on the embedded default.
-
-What exists so far: stage 1, a CPU comparison of the zoo's references. The later stages
-(latency tables per block, quality tables, search, export, report) are listed as not built
-yet and are not faked."""
+"""`mobileattn run`: the whole study on the embedded default (mobileattn.study), then the
+report. `--full` runs the whole sweep instead of the quick default."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from pathlib import Path
 
-from mobileattn.io import write_json
-from mobileattn.tables import text_table
-
-NOT_BUILT = (
-    "per-block latency tables of the hybrid DiT (torch-cpu, onnxruntime-cpu, cuda)",
-    "quality tables against a trained teacher on the embedded image-to-video task",
-    "the per-block architecture search and its Pareto front",
-    "export of the chosen config (ONNX, Core ML) and the report with plots",
-)
+STAGES = ("zoo", "latency", "quality", "search", "validate", "export")
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("run", help="run the study on the embedded default")
+    p = sub.add_parser("run", help="run the study on the embedded default and write a report")
     p.add_argument(
-        "--out",
+        "--out", type=Path, default=None, help="output folder (default: results/run-<timestamp>)"
+    )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="measure everything again instead of reusing this machine's cache",
+    )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="the whole sweep (every variant, more grids and clips; much longer)",
+    )
+    p.add_argument(
+        "--budget",
+        default=None,
+        help='latency budget: "mobilei2v" (its pattern\'s latency, default), '
+        '"40ms" or "0.5x" (of all softmax)',
+    )
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("results") / ".cache",
+        help="measurement cache folder (default: results/.cache)",
+    )
+    p.add_argument(
+        "--teacher",
         type=Path,
         default=None,
-        help="output folder (default: results/run-<timestamp>)",
+        help="teacher .safetensors (default: the committed one)",
     )
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement")
+    p.add_argument("--no-export", action="store_true", help="skip the export stage")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
 
 
-def reference_table(result: dict) -> str:
-    headers = ["variant", "kind", "N", "grid", "median ms", "GFLOP/s", "of GEMM"]
-    rows = [
-        [
-            r["variant"],
-            r["kind"],
-            r["N"],
-            "x".join(map(str, r["grid"])),
-            f"{r['median_ms']:.2f}",
-            f"{r['gflops']:.1f}",
-            f"{100 * r['fraction_of_gemm']:.1f}%",
-        ]
-        for r in result["rows"]
-    ]
-    return text_table(headers, rows)
-
-
 def run(args) -> int:
-    from bench.zoo_cpu import compare_references
+    from hybrid_dit.search import Budget
+    from mobileattn.cache import Cache
+    from mobileattn.report import write_report
+    from mobileattn.study import Study, StudyConfig
 
-    if args.repeats < 1:
-        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    if args.config is not None:
+        if args.full:
+            raise ValueError("--config and --full do not go together")
+        if not args.config.is_file():
+            raise FileNotFoundError(f"--config: no such file {str(args.config)!r}")
+        try:
+            raw = json.loads(args.config.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--config: {args.config} is not valid JSON ({e})") from None
+        cfg = StudyConfig.from_dict(raw)
+    else:
+        cfg = StudyConfig.full() if args.full else StudyConfig.quick()
+    if args.budget is not None:
+        if args.budget != "mobilei2v":
+            try:
+                Budget.parse(args.budget)
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"--budget: {e}") from None
+        cfg = dataclasses.replace(cfg, budget=args.budget)
+    if args.teacher is not None:
+        if not args.teacher.is_file():
+            raise FileNotFoundError(f"--teacher: no such file {str(args.teacher)!r}")
+        cfg = dataclasses.replace(cfg, teacher=str(args.teacher))
+    if args.no_export:
+        cfg = dataclasses.replace(cfg, export=False)
+    cfg = cfg.with_cuda()
     out = args.out or Path("results") / time.strftime("run-%Y%m%d-%H%M%S")
-    print(f"mobileattn run -> {out}")
-    print("Stage 1: zoo references on this CPU (fp32, B=1, H=16, D=72)")
-    result = compare_references(repeats=args.repeats, progress=not args.no_progress)
-    gemm, machine = result["gemm"], result["machine"]
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out must be a folder, got the file {str(out)!r}")
+    out.mkdir(parents=True, exist_ok=True)
+    study = Study(cfg, out, Cache(args.cache, fresh=args.fresh), progress=not args.no_progress)
+    print(f"mobileattn run ({'full sweep' if args.full else 'quick default'}) -> {out}")
+    t0 = time.perf_counter()
+    study.zoo()
+    study.latency()
+    study.quality()
+    study.search()
+    study.validate()
+    if cfg.export:
+        study.export()
+    path = write_report(study)
     print(
-        f"fp32 GEMM rate measured in this run: {gemm['gflops']:.1f} GFLOP/s "
-        f"(n={gemm['n']}, median of {gemm['repeats']}); "
-        f"{machine.get('cpu', 'unknown CPU')}, {machine.get('torch_threads')} threads"
+        f"\nreport: {path} ({time.perf_counter() - t0:.0f} s in all, "
+        f"{len(study.cache.hits)} measurements reused from the cache)"
     )
-    print(reference_table(result))
-    path = write_json(out / "zoo_cpu.json", result)
-    print(f"\nwrote {path}")
-    print("\nNot built yet (later issues), so not run:")
-    for item in NOT_BUILT:
-        print(f"  - {item}")
     return 0

@@ -1,0 +1,119 @@
+"""The study end to end on a micro configuration: every stage runs, writes its table and
+the report; a second run reuses the cache."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hybrid_dit import PRESETS
+from hybrid_dit.data import VideoSpec
+from hybrid_dit.quality import TaskSpec, load_model, train_teacher
+from mobileattn.cache import Cache
+from mobileattn.report import write_report
+from mobileattn.study import Study, StudyConfig
+
+MICRO_VIDEO = VideoSpec(frames=2, height=12, width=16, factor=4)  # latent 48 x 2 x 3 x 4
+
+
+@pytest.fixture(scope="module")
+def micro_teacher(tmp_path_factory):
+    """A two-block teacher trained for a few steps on a micro task (its quality is beside the
+    point: the harness is)."""
+    path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
+    cfg = PRESETS["small"].replace(hidden=32, depth=2, heads=2, head_dim=16, attention="softmax")
+    spec = TaskSpec(video=MICRO_VIDEO, n_train=16, n_heldout=2, eval_ts=(0.5,), sample_steps=1)
+    train_teacher(path, steps=3, batch=2, spec=spec, cfg=cfg, progress=False, command="test")
+    return path
+
+
+def micro_config(teacher) -> StudyConfig:
+    return StudyConfig(
+        latency_preset="tiny",
+        latency_grid=(2, 3, 4),
+        backends=("torch-cpu", "onnxruntime-cpu"),
+        variants=("softmax", "relu_linear", "softmax_frame"),
+        zoo_grids=((2, 2, 3), (2, 3, 4)),
+        zoo_variants=("softmax", "relu_linear"),
+        block_repeats=1,
+        model_repeats=1,
+        n_heldout=2,
+        eval_ts=(0.5,),
+        sample_steps=1,
+        act_batches=1,
+        distill_steps=2,
+        joint_steps=1,
+        top_k=2,
+        teacher=str(teacher),
+        notes=("micro test configuration",),
+    )
+
+
+def run_all(study: Study) -> None:
+    study.zoo()
+    study.latency()
+    study.quality()
+    study.search()
+    study.validate()
+    study.export()
+    write_report(study)
+
+
+def test_micro_study_end_to_end(tmp_path, micro_teacher):
+    cfg = micro_config(micro_teacher)
+    cache = Cache(tmp_path / "cache")
+    out = tmp_path / "run"
+    study = Study(cfg, out, cache, progress=False, log=lambda *a: None)
+    run_all(study)
+    for name in ("zoo_cpu", "latency", "quality", "search", "validate", "export"):
+        table = json.loads((out / f"{name}.json").read_text())
+        assert table, name
+    report = (out / "report.md").read_text()
+    for heading in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6."):
+        assert heading in report
+    assert (out / "plots" / "latency_vs_n.png").stat().st_size > 1000
+    assert (out / "plots" / "pareto.png").stat().st_size > 1000
+    assert (out / "export" / "model.onnx").is_file()
+    assert study.tables["export"]["onnx"]["ok"]
+    # the quality table covers every (block, non-teacher variant) pair
+    q = study.tables["quality"]
+    assert {(e["block"], e["variant"]) for e in q["entries"]} == {
+        (b, v) for b in range(2) for v in ("relu_linear", "softmax_frame")
+    }
+    s = study.tables["search"]
+    assert s["best"]["latency_ms"] <= s["budget_ms"]
+    chosen = [r for r in study.tables["validate"]["configs"] if r["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["attention"] == s["best"]["config"]
+    # within one run, only whole-model latencies measured for the latency table are reused
+    # by the configs built for real
+    assert set(cache.hits) <= {"model"} and cache.misses
+
+    # a second run on the same machine reuses every measurement
+    again = Study(
+        cfg, tmp_path / "run2", Cache(tmp_path / "cache"), progress=False, log=lambda *a: None
+    )
+    again.zoo()
+    again.latency()
+    again.quality()
+    assert again.cache.hits and not again.cache.misses
+    assert again.tables["quality"]["entries"] == [
+        {**e, "cached": True} for e in study.tables["quality"]["entries"]
+    ]
+
+
+def test_teacher_file_round_trip(micro_teacher):
+    model, meta = load_model(micro_teacher)
+    assert model.cfg.depth == 2 and meta["command"] == "test"
+    assert meta["task"]["video"] == MICRO_VIDEO.to_dict()
+    model2, _ = load_model(micro_teacher, pattern="relu_linear")
+    assert model2.cfg.attention == ("relu_linear", "relu_linear")
+
+
+def test_load_model_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train-teacher"):
+        load_model(tmp_path / "missing.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="is not a mobileattn model file"):
+        load_model(bad)
