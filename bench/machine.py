@@ -52,6 +52,8 @@ def machine_info() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cuda_device": torch.cuda.get_device_name(0) if cuda else None,
         "cuda_version": torch.version.cuda if cuda else None,
+        # other work on a shared machine skews timings: record how busy it was
+        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
 
 

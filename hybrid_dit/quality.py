@@ -17,6 +17,7 @@ quality on the embedded image-to-video task (hybrid_dit.data).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -415,9 +416,11 @@ def swap_table(
     distill_steps: int = 60,
     measure=None,
     progress: bool = True,
+    distilled: dict | None = None,
 ) -> dict:
     """For each block and each variant, swap that block's attention, distil the block
-    against the teacher and measure held-out quality. `measure(stage, key, fn)` may wrap
+    against the teacher and measure held-out quality. `distilled`, a dict, receives each
+    distilled block's weights under (block, variant, steps). `measure(stage, key, fn)` may wrap
     each entry (the study's cache). Returns a JSON-able dict with the teacher's quality
     and one entry per (block, variant): loss, PSNR and their deltas to the teacher."""
     measure = measure or _no_cache
@@ -439,6 +442,8 @@ def swap_table(
             pattern[i] = v
             model = swapped_model(teacher, pattern)
             fit = distill_block(model, i, acts, steps=distill_steps, seed=i)
+            if distilled is not None:
+                distilled[i, v, distill_steps] = copy.deepcopy(model.blocks[i].state_dict())
             return {**fit, **evaluate(model, data)}
 
         res, cached = measure("quality-swap", {**base_key, "block": i, "variant": v}, one)
@@ -478,16 +483,22 @@ def build_config(
     distill_steps: int = 60,
     joint_steps: int = 0,
     progress: bool = False,
+    distilled: dict | None = None,
 ) -> tuple[HybridDiT, dict]:
     """Builds `pattern` for real: every swapped block distilled as in the swap table (same
-    seeds, so the same weights), then optionally `joint_steps` of whole-model output
+    seeds, so the same weights; taken from `distilled` when swap_table left them there),
+    then optionally `joint_steps` of whole-model output
     distillation against the teacher. Returns (model, held-out quality)."""
     model = swapped_model(teacher, pattern)
     for i, (mine, theirs) in enumerate(
         zip(model.cfg.attention, teacher.cfg.attention, strict=True)
     ):
         if mine != theirs:
-            distill_block(model, i, acts, steps=distill_steps, seed=i)
+            known = None if distilled is None else distilled.get((i, mine, distill_steps))
+            if known is not None:
+                model.blocks[i].load_state_dict(known)
+            else:
+                distill_block(model, i, acts, steps=distill_steps, seed=i)
     if joint_steps:
         train(
             model,

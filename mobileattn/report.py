@@ -29,8 +29,9 @@ def write_report(study) -> Path:
     md += [
         f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')} in `{out}`.",
         "",
-        f"- Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, "
-        f"torch {machine.get('torch', '?')} with {machine.get('torch_threads', '?')} threads.",
+        f"- Machine: {machine.get('cpu', '?')}, {machine.get('usable_cores', '?')} usable cores, "
+        f"torch {machine.get('torch', '?')} with {machine.get('torch_threads', '?')} threads; "
+        f"1-minute load average at the start: {machine.get('load_average_1min', '?')}.",
     ]
     if zoo:
         md.append(

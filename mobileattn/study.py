@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from mobileattn.cache import Cache
-from mobileattn.io import write_json
+from mobileattn.io import remove_stale_temps, write_json
 
 
 def mobilei2v_pattern(depth: int) -> tuple[str, ...]:
@@ -202,7 +202,9 @@ class Study:
             log,
         )
         self.tables: dict[str, dict] = {}
+        self.distilled: dict = {}  # (block, variant, steps) -> distilled block weights
         self.timings: dict[str, float] = {}
+        remove_stale_temps(self.out)  # a killed run's temporaries
 
     def measure(self, stage, key, fn):
         return self.cache.get_or_compute(stage, key, fn)
@@ -309,6 +311,7 @@ class Study:
                 distill_steps=self.cfg.distill_steps,
                 measure=self.measure,
                 progress=self.progress,
+                distilled=self.distilled,
             )
             table["teacher"]["trained_by"] = meta.get("command")
             table["task"] = data.spec.to_dict()
@@ -364,12 +367,11 @@ class Study:
     def validate(self) -> dict:
         from bench.latency import model_table
         from hybrid_dit.config import format_pattern
-        from hybrid_dit.quality import build_config
         from hybrid_dit.search import spearman
 
         def run():
             s = self.tables["search"]
-            teacher, _, data, acts = self._quality_setup()
+            teacher, _, data, _ = self._quality_setup()
             depth = teacher.cfg.depth
             front = s["front"]
             chosen = tuple(s["best"]["config"])
@@ -401,9 +403,9 @@ class Study:
                 }
 
                 def build(c=c):
-                    _, q = build_config(
-                        teacher, data, c, acts, self.cfg.distill_steps, self.cfg.joint_steps
-                    )
+                    model, q = self._build(c)
+                    if c == chosen:
+                        self.chosen_model = model  # the export stage ships this one
                     return q
 
                 q, cached = self.measure("build", key, build)
@@ -436,21 +438,31 @@ class Study:
 
         return self._stage("validate", run)
 
-    def export(self) -> dict:
+    def _build(self, pattern):
+        """`pattern` built for real on the teacher (hybrid_dit.quality.build_config), reusing
+        the blocks the quality stage distilled."""
         from hybrid_dit.quality import build_config
+
+        teacher, _, data, acts = self._quality_setup()
+        return build_config(
+            teacher,
+            data,
+            pattern,
+            acts,
+            self.cfg.distill_steps,
+            self.cfg.joint_steps,
+            distilled=self.distilled,
+        )
+
+    def export(self) -> dict:
         from mobileattn.commands.export import coreml_stage, example_inputs, onnx_stage
 
         def run():
-            teacher, _, data, acts = self._quality_setup()
+            data = self._quality_setup()[2]
             chosen = next(r for r in self.tables["validate"]["configs"] if r["chosen"])
-            model, _ = build_config(
-                teacher,
-                data,
-                chosen["attention"],
-                acts,
-                self.cfg.distill_steps,
-                self.cfg.joint_steps,
-            )
+            model = getattr(self, "chosen_model", None)
+            if model is None or list(model.cfg.attention) != chosen["attention"]:
+                model, _ = self._build(tuple(chosen["attention"]))
             inputs = example_inputs(model.cfg, data.grid, seed=0)
             with torch.no_grad():
                 ref = model(*inputs).numpy()

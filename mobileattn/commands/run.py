@@ -44,6 +44,13 @@ def add_parser(sub) -> None:
         default=None,
         help="teacher .safetensors (default: the committed one)",
     )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="JSON file of study settings (fields of mobileattn.study.StudyConfig; missing "
+        "fields take the quick default's values)",
+    )
     p.add_argument("--no-export", action="store_true", help="skip the export stage")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
