@@ -49,7 +49,7 @@ class StudyConfig:
     joint_steps: int = 20  # whole-model distillation steps for configs built for real
     budget: str = "mobilei2v"  # "mobilei2v" (its pattern's latency), "40ms" or "0.5x"
     teacher: str | None = None  # teacher .safetensors (None: the committed one)
-    top_k: int = 3  # front configs around the budget built for real
+    top_k: int = 2  # front configs around the budget built for real
     export: bool = True
     notes: tuple[str, ...] = field(default=())
 
@@ -188,6 +188,8 @@ def _validate(c: StudyConfig) -> None:
         raise TypeError(f"study config: teacher must be a path string, got {c.teacher!r}")
     if not isinstance(c.export, bool):
         raise TypeError(f"study config: export must be true or false, got {c.export!r}")
+    if not isinstance(c.notes, (tuple, list)) or not all(isinstance(n, str) for n in c.notes):
+        raise TypeError(f"study config: notes must be a list of strings, got {c.notes!r}")
 
 
 class Study:
