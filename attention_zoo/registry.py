@@ -161,6 +161,8 @@ class Variant:
     def bytes(self, B: int, H: int, N: int, D: int, dtype=torch.float32, **opts) -> int:
         """Bytes an ideal fused kernel moves: read q, k, v once, write the output once."""
         _check_counts(B=B, H=H, N=N, D=D)
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(f"dtype must be a torch.dtype, got {type(dtype).__name__} {dtype!r}")
         itemsize = torch.empty((), dtype=dtype).element_size()
         o = check_opts(self, opts, n_query=N, n_key=N)
         return int(self.bytes_fn(B, H, N, D, itemsize, o))

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from export.mil import PRECISION_KEY
+from mobileattn.io import TEMP_SUFFIX, temp_prefix
 
 PRECISIONS = ("fp16", "fp32")
 # ML Programs need iOS15 / macOS12 or newer; each name is a coremltools `ct.target` member.
@@ -109,7 +110,7 @@ def _write_atomic(mlmodel, path: Path) -> None:
     """Saves to a temporary folder beside `path`, then renames; an existing package is moved
     aside first and removed only after the new one is in place (moved back on failure)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp_dir = Path(tempfile.mkdtemp(prefix=temp_prefix(path), suffix=TEMP_SUFFIX, dir=path.parent))
     keep_tmp = False  # True only if the old package could not be moved back: never delete it
     try:
         staged = tmp_dir / path.name

@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mobileattn.io import TEMP_SUFFIX, temp_prefix
+
 # The dynamo exporter's lowest supported opset.
 MIN_OPSET = 18
 
@@ -108,12 +110,19 @@ def to_onnx(
                 opset_version=opset,
                 verbose=False,
             )
+    except Exception as e:
+        # The exporter wraps everything the traced forward raises; a model that rejects
+        # example_inputs (ValueError / TypeError naming the argument) says so directly.
+        cause = e.__cause__
+        if isinstance(cause, (ValueError, TypeError)) and not isinstance(e, type(cause)):
+            raise type(cause)(f"example_inputs rejected by the model: {cause}") from e
+        raise
     finally:
         model.train(was_training)
     # Save under the final file name inside a private folder next to the destination, so
     # any external data file records the final name; then move the files into place, the
     # .onnx last, each with an atomic rename.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path), suffix=TEMP_SUFFIX, dir=path.parent))
     try:
         program.save(tmp / path.name, external_data=external_data)
         files = sorted(tmp.iterdir(), key=lambda f: f.name == path.name)

@@ -305,7 +305,9 @@ class ANEHybridDiT(nn.Module):
         motion: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Same contract as HybridDiT.forward: (B, C, T, H, W) -> velocity (B, C, T, H, W)."""
-        t, motion, grid = check_inputs(self.cfg, x_t, t, first_frame, motion)
+        t, motion, grid = check_inputs(
+            self.cfg, x_t, t, first_frame, motion, like=self.patch_embed.weight
+        )
         b, c_in, nt, h, w = x_t.shape
         n = grid[0] * grid[1] * grid[2]
         # Frames stacked along the height (rank 4 from here on, P1); a patch never

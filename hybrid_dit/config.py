@@ -195,7 +195,18 @@ class DiTConfig:
                 var = az.get(name)
             except (KeyError, TypeError) as e:
                 raise ValueError(f"DiTConfig.attention_opts: {e.args[0]}") from None
-            o = dict(o)
+            if not isinstance(o, (dict, tuple, list)):
+                raise TypeError(
+                    f"DiTConfig.attention_opts[{name!r}] must be a dict {{option: value}}, "
+                    f"got {type(o).__name__} {o!r}"
+                )
+            try:
+                o = dict(o)
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"DiTConfig.attention_opts[{name!r}] must be a dict {{option: value}}, "
+                    f"got {o!r}"
+                ) from None
             given = sorted(set(o) & set(MODEL_OPTIONS))
             if given:
                 raise ValueError(

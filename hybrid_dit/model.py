@@ -282,9 +282,10 @@ def _check_scalar_per_batch(name: str, val, batch: int, like: torch.Tensor) -> t
     return val.to(torch.float32)
 
 
-def check_inputs(cfg: DiTConfig, x_t, t, first_frame, motion):
+def check_inputs(cfg: DiTConfig, x_t, t, first_frame, motion, like: torch.Tensor | None = None):
     """Validates the forward's arguments (HybridDiT and its twin share them); returns
-    (t (B,) float32, motion (B,) float32, token grid)."""
+    (t (B,) float32, motion (B,) float32, token grid). `like`: a model weight, whose device
+    x_t must share, and whose dtype too outside autocast."""
     if not isinstance(x_t, torch.Tensor):
         raise TypeError(f"x_t must be a torch.Tensor, got {type(x_t).__name__}")
     if x_t.dim() != 5 or x_t.shape[1] != cfg.in_channels:
@@ -294,6 +295,14 @@ def check_inputs(cfg: DiTConfig, x_t, t, first_frame, motion):
         )
     if x_t.dtype not in FLOAT_DTYPES:
         raise TypeError(f"x_t must have a floating dtype, got {x_t.dtype}")
+    if like is not None:
+        if x_t.device != like.device:
+            raise ValueError(f"x_t must be on the model's device {like.device}, got {x_t.device}")
+        if x_t.dtype != like.dtype and not torch.is_autocast_enabled(x_t.device.type):
+            raise TypeError(
+                f"x_t must have the model's dtype {like.dtype} (convert the model with "
+                f"model.to(dtype) or the input), got {x_t.dtype}"
+            )
     if 0 in x_t.shape:
         raise ValueError(f"x_t must have no empty dimension, got shape {tuple(x_t.shape)}")
     b, c, _, h, w = x_t.shape
@@ -400,7 +409,9 @@ class HybridDiT(nn.Module):
         Returns:
             (B, C, T, H, W) velocity.
         """
-        t, motion, grid = check_inputs(self.cfg, x_t, t, first_frame, motion)
+        t, motion, grid = check_inputs(
+            self.cfg, x_t, t, first_frame, motion, like=self.patch_embed.weight
+        )
         x_t, t_frames = inject_first_frame(x_t, t, first_frame)
         cond, emb_t = self.condition(t_frames, motion)
         x = self.embed(x_t)  # (B, N, C)

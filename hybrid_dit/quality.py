@@ -343,10 +343,15 @@ def load_model(path: str | Path = TEACHER_PATH, pattern=None) -> tuple[HybridDiT
         state = load_file(str(path))
     except (KeyError, json.JSONDecodeError, OSError, RuntimeError, SafetensorError) as e:
         raise ValueError(f"{path} is not a mobileattn model file ({e})") from None
+    except (TypeError, ValueError) as e:  # a header whose config DiTConfig rejects
+        raise ValueError(f"{path} is not a mobileattn model file: its config: {e}") from None
     if pattern is not None:
         cfg = cfg.with_attention(pattern)
     model = HybridDiT(cfg)
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: the weights do not fit its config ({e})") from None
     model.eval()
     return model, meta
 

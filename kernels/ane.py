@@ -135,4 +135,12 @@ def linear_head(phi_q: torch.Tensor, phi_kt: torch.Tensor, v1: torch.Tensor, eps
     state = bmm_cf(v1, phi_kt)  # (batch, Dv + 1, 1, F)
     nd = bmm_cf(state, phi_q)  # (batch, Dv + 1, 1, Nq)
     num, den = torch.split(nd, [v1.shape[1] - 1, 1], dim=1)
-    return num / (den + eps / phi_kt.shape[1])
+    den = den + eps / phi_kt.shape[1]
+    if eps > 0:
+        # eps / Nk underflows to 0 in fp16, so a query whose feature products are all zero
+        # would give 0 / 0. Its numerator is exactly 0 too and the exact result 0 / eps is 0:
+        # divide by 1 there. Features are >= 0, so only den == 0 is replaced; a NaN den comes
+        # with a NaN numerator and stays NaN.
+        ones = torch.ones(den.shape, dtype=den.dtype, device=den.device)  # exports as a constant
+        den = torch.where(den > 0, den, ones)
+    return num / den

@@ -140,7 +140,9 @@ def relu_linear_ane(q, k, v, heads, eps) -> torch.Tensor:
 
 
 def _elu1(x: torch.Tensor) -> torch.Tensor:
-    return F.elu(x) + 1
+    """elu(x) + 1 = x + 1 for x > 0, e^x otherwise, without forming elu(x) + 1: in fp16,
+    elu(x) = e^x - 1 rounds to -1 below x ~ -8, and adding 1 would give 0 instead of e^x."""
+    return torch.exp(-torch.relu(-x)) + torch.relu(x)  # e^min(x, 0) + max(x, 0)
 
 
 def elu_linear_ane(q, k, v, heads, eps) -> torch.Tensor:
@@ -218,7 +220,8 @@ def _favor(wx: torch.Tensor, x: torch.Tensor, is_query: bool, scale: float) -> t
     exp(w x' - |x'|^2 / 2 - stab) * scale, x' = x D^-1/4, stab the max per token (queries)
     or per head (keys), as in the reference."""
     d = x.shape[1]
-    sq = (x * x).sum(dim=1, keepdim=True) * (0.5 / math.sqrt(d))  # (batch, 1, 1, N)
+    xs = x * math.sqrt(0.5 / math.sqrt(d))  # scaled before squaring: sum x^2 overflows fp16
+    sq = (xs * xs).sum(dim=1, keepdim=True)  # (batch, 1, 1, N)
     logits = wx - sq
     dims = (1,) if is_query else (1, 3)
     return torch.exp(logits - logits.amax(dim=dims, keepdim=True)) * scale

@@ -48,20 +48,25 @@ CUDA_BLOCK_N = 64  # rows per tile on GPU, keys (phase 1) and queries (phase 2)
 @triton.jit
 def _phi(x, mask, P, PHI: tl.constexpr, P_INT: tl.constexpr):
     """Elementwise part of the feature map on an fp32 tile; masked entries come out 0. For
-    the focused map this is ReLU(x)^p, rescaled per row by `_features`."""
+    the focused map this is ReLU(x)^p, rescaled per row by `_features`. NaN inputs give NaN
+    features, as torch.relu / F.elu do in the reference (tl.maximum's default drops NaN)."""
     if PHI == 1:
-        f = tl.maximum(x, 0.0)
+        f = tl.maximum(x, 0.0, propagate_nan=tl.PropagateNan.ALL)
     elif PHI == 2:
-        f = tl.where(x > 0.0, x + 1.0, tl.math.exp2(tl.minimum(x, 0.0) * 1.4426950408889634))  # e^x
+        neg = tl.minimum(x, 0.0, propagate_nan=tl.PropagateNan.ALL)
+        f = tl.where(x > 0.0, x + 1.0, tl.math.exp2(neg * 1.4426950408889634))  # e^x
         f = tl.where(mask, f, 0.0)  # elu(0) + 1 = 1 on padding
     elif PHI == 3:
-        r = tl.maximum(x, 0.0)
+        r = tl.maximum(x, 0.0, propagate_nan=tl.PropagateNan.ALL)
         if P_INT > 0:
             f = r
             for _ in tl.static_range(P_INT - 1):
                 f = f * r
         else:
-            f = tl.where(r > 0.0, tl.math.exp2(P * tl.math.log2(tl.maximum(r, 1e-30))), 0.0)
+            rp = tl.math.exp2(
+                P * tl.math.log2(tl.maximum(r, 1e-30, propagate_nan=tl.PropagateNan.ALL))
+            )
+            f = tl.where(r == 0.0, 0.0, rp)
     else:
         f = x
     return f
@@ -77,11 +82,11 @@ def _features(xa, xb, mask_a, mask_b, P, PHI: tl.constexpr, P_INT: tl.constexpr,
     if FB > 0:
         fb = _phi(xb, mask_b, P, PHI, P_INT)
     if PHI == 3:
-        ra = tl.maximum(xa, 0.0)
+        ra = tl.maximum(xa, 0.0, propagate_nan=tl.PropagateNan.ALL)
         n1 = tl.sum(ra * ra, 1)
         n2 = tl.sum(fa * fa, 1)
         if FB > 0:
-            rb = tl.maximum(xb, 0.0)
+            rb = tl.maximum(xb, 0.0, propagate_nan=tl.PropagateNan.ALL)
             n1 += tl.sum(rb * rb, 1)
             n2 += tl.sum(fb * fb, 1)
         # n2 == 0 only for all-zero rows, where the features are 0 too

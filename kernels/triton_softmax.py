@@ -93,6 +93,13 @@ def _attn_step(
         v = tl.load(v_base + offs_n[:, None] * DV + offs_dv[None, :])
     if DOT_UPCAST:
         k = k.to(tl.float32)
+    if MASK_FRAME:
+        # The block's keys span several frames, and p @ v multiplies other frames' values
+        # by a zero weight: 0 * NaN would poison rows that never see a non-finite value.
+        # Multiply finite values only and poison, below, the rows whose own keys hold one.
+        v_ok = (v == v) & (tl.abs(v) < float("inf"))
+        v_bad = tl.where(v_ok, 0.0, 1.0)  # fp32: counted exactly on every dtype
+        v = tl.where(v_ok, v, 0.0).to(v.dtype)
     s = tl.dot(q, tl.trans(k), input_precision=INPUT_PRECISION)
     if BLOCK_D2 > 0:
         offs_d2 = BLOCK_D + tl.arange(0, BLOCK_D2)
@@ -138,15 +145,25 @@ def _attn_step(
     else:
         pv = p.to(v.dtype)
     acc += tl.dot(pv, v, input_precision=INPUT_PRECISION)
+    if MASK_FRAME:
+        hit = tl.dot(valid.to(tl.float32), v_bad, input_precision=INPUT_PRECISION)
+        acc = tl.where(hit > 0, float("nan"), acc)
     if BLOCK_DV2 > 0:
         offs_dv2 = BLOCK_DV + tl.arange(0, BLOCK_DV2)
         mv2 = offs_dv2[None, :] < DV
         if MASK_N:
             mv2 = mv2 & row_ok
         v2 = tl.load(v_base + offs_n[:, None] * DV + offs_dv2[None, :], mask=mv2, other=0.0)
+        if MASK_FRAME:
+            v2_ok = (v2 == v2) & (tl.abs(v2) < float("inf"))
+            v2_bad = tl.where(v2_ok, 0.0, 1.0)
+            v2 = tl.where(v2_ok, v2, 0.0).to(v2.dtype)
         if DOT_UPCAST:
             v2 = v2.to(tl.float32)
         acc2 += tl.dot(pv, v2, input_precision=INPUT_PRECISION)
+        if MASK_FRAME:
+            hit = tl.dot(valid.to(tl.float32), v2_bad, input_precision=INPUT_PRECISION)
+            acc2 = tl.where(hit > 0, float("nan"), acc2)
     return acc, acc2, m_i, l_i
 
 

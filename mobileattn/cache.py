@@ -17,7 +17,7 @@ import platform
 from collections.abc import Callable
 from pathlib import Path
 
-from mobileattn.io import write_json
+from mobileattn.io import remove_stale_temps, write_json
 
 
 def machine_id() -> str:
@@ -53,6 +53,8 @@ class Cache:
         self.enabled = enabled
         self.hits: list[str] = []
         self.misses: list[str] = []
+        # a killed run's half-written entries never got their final names: drop them
+        self.removed_temps = remove_stale_temps(self.root) if enabled else []
 
     def path(self, stage: str, key: dict) -> Path:
         return self.root / stage / f"{key_hash(key)}.json"

@@ -22,8 +22,9 @@ def add_parser(sub) -> None:
     )
     p.add_argument(
         "--patterns",
-        default="softmax;L*7,S,L*7,S;relu_linear",
-        help='whole-model patterns separated by ";" ("" for none)',
+        default=None,
+        help='whole-model patterns separated by ";" ("" for none; default: all softmax, '
+        "MobileI2V's pattern and all relu_linear at the preset's depth)",
     )
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per block")
     p.add_argument("--model-repeats", type=int, default=3, help="timed repeats per model")
@@ -33,8 +34,10 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    import attention_zoo as az
     from bench.latency import block_table, check_backend, machine_block, model_table, parse_grid
     from hybrid_dit import PRESETS
+    from mobileattn.io import check_out_file
     from mobileattn.study import reference_patterns
 
     if args.preset not in PRESETS:
@@ -44,13 +47,22 @@ def run(args) -> int:
     for name in ("repeats", "model_repeats"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    check_out_file(args.out)
     variants = None if args.variants is None else [v.strip() for v in args.variants.split(",")]
+    for v in variants or ():
+        try:
+            az.get(v)  # an unknown name fails before any model is built
+        except KeyError as e:
+            raise ValueError(f"--variants: {e.args[0]}") from None
     if args.patterns is None:
         patterns = list(reference_patterns(PRESETS[args.preset].depth))
     else:
         patterns = [p for p in args.patterns.split(";") if p.strip()]
     for p in patterns:
-        PRESETS[args.preset].with_attention(p)  # a bad pattern fails before any timing
+        try:
+            PRESETS[args.preset].with_attention(p)  # a bad pattern fails before any timing
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"--patterns: {e}") from None
     progress = not args.no_progress
     blocks = block_table(
         args.preset, grid, args.backend, variants, repeats=args.repeats, progress=progress

@@ -70,9 +70,15 @@ def build_model(cfg: DiTConfig, weights: Path | None, seed: int) -> HybridDiT:
     if weights is not None:
         if not weights.is_file():
             raise FileNotFoundError(f"--weights: no such file {str(weights)!r}")
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        model.load_state_dict(load_file(str(weights)))
+        try:
+            model.load_state_dict(load_file(str(weights)))
+        except (SafetensorError, OSError, RuntimeError) as e:
+            raise ValueError(
+                f"--weights: {weights} is not a safetensors state dict of this config ({e})"
+            ) from None
     return model
 
 
@@ -166,6 +172,10 @@ def run(args) -> int:
     grid = parse_grid(args.grid)
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    from export.onnx import MIN_OPSET
+
+    if args.opset is not None and args.opset < MIN_OPSET:
+        raise ValueError(f"--opset must be >= {MIN_OPSET} (dynamo exporter), got {args.opset}")
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out must be a folder, got the file {str(args.out)!r}")
     args.out.mkdir(parents=True, exist_ok=True)

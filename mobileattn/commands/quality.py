@@ -32,7 +32,9 @@ def run(args) -> int:
         record_activations,
         swap_table,
     )
+    from mobileattn.io import check_out_file
 
+    check_out_file(args.out)
     variants = [az.get(v.strip()).name for v in args.variants.split(",") if v.strip()]
     if not variants:
         raise ValueError("--variants must name at least one variant")

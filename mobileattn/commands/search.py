@@ -31,7 +31,9 @@ def run(args) -> int:
     from hybrid_dit.config import format_pattern
     from hybrid_dit.quality import quality_loss_table
     from hybrid_dit.search import search
+    from mobileattn.io import check_out_file
 
+    check_out_file(args.out)
     lat_json, q_json = _load(args.latency, "latency"), _load(args.quality, "quality")
     try:
         blocks = lat_json["blocks"]
@@ -39,7 +41,10 @@ def run(args) -> int:
         lat = per_block_latency(blocks)
         qual = quality_loss_table(q_json, len(q_json["teacher"]["attention"]))
     except (KeyError, TypeError) as e:
-        raise ValueError(f"the tables do not have the expected fields ({e!r})") from None
+        raise ValueError(
+            "--latency (from `mobileattn bench`) and --quality (from `mobileattn quality`) "
+            f"must hold those commands' tables; a field is missing or malformed ({e!r})"
+        ) from None
     if len(qual) != depth:
         raise ValueError(f"latency table has {depth} blocks, quality table {len(qual)}")
     lat = [{v: ms for v, ms in row.items() if v in qual[i]} for i, row in enumerate(lat)]
