@@ -97,11 +97,17 @@ def test_attention(benchmark, case):
     head = slice(0, CHECK_HEADS)
     qs, ks, vs = (t[:, head].contiguous() for t in (q, k, v))
     ref64 = var.reference(qs.double(), ks.double(), vs.double(), **opts)
-    ref32 = var.reference(qs, ks, vs, **opts)
+    # the fp32 baseline on the same full tensors as `out`: BLAS blocking depends on the
+    # batch, so a 2-head slice computed alone may round differently from the same heads
+    # inside the full call
+    ref32 = var.reference(q, k, v, **opts)[:, head]
     err = (out[:, head].double() - ref64).abs().max().item()
     base = (ref32.double() - ref64).abs().max().item()
+    # floor: 32 fp32 ulps of the output. Two fp32 evaluations of the very same reference on
+    # the same inputs were seen to differ by ~15 ulps (elu_linear, N=63: threaded BLAS
+    # reductions), so a lucky baseline must not fail an equally exact implementation.
     ulp = torch.finfo(torch.float32).eps * ref64.abs().max().item()
-    assert err <= 2 * base + ulp, (
+    assert err <= 2 * base + 32 * ulp, (
         f"{name}/{impl} at N={n}: max error {err:.3g} vs float64 reference; plain fp32 "
         f"reference error {base:.3g}"
     )

@@ -7,8 +7,8 @@ mark it `cached`); (b) no JSON, safetensors, ONNX or Core ML file under the outp
 folders is half-written, and no temporary file is left (a later run removes a killed one's
 temporaries, `mobileattn.io.remove_stale_temps`); (c) the final tables and report equal an
 uninterrupted run's: every quality number (seeded) identical, the report identical once
-the numbers measured live (GEMM rate, bandwidth, onnxruntime time, stage times), the date,
-the paths and the cache marks are masked.
+the numbers measured live (load average, GEMM rate, bandwidth, onnxruntime time, stage
+times), the date, the paths and the cache marks are masked.
 
 Latency is a timing of a shared machine, and the search's choice depends on it, so the
 uninterrupted run's fresh cache is seeded with the interrupted run's latency entries only
@@ -152,9 +152,10 @@ def check_files_whole(*folders: Path) -> dict[str, int]:
 
 def normalise(report: str, *outs: Path) -> str:
     """The report with what may differ between two runs of the same study masked: the date
-    and paths, the numbers measured live (GEMM rate and copy bandwidth, the zoo's fraction
-    of that GEMM rate, onnxruntime's time, the stage times), the `*` marks of cached numbers
-    and the column alignment that follows from them (marked cells are not numbers)."""
+    and paths, the numbers measured live (load average, GEMM rate and copy bandwidth, the
+    zoo's fraction of that GEMM rate, onnxruntime's time, the stage times), the `*` marks
+    of cached numbers and the column alignment that follows from them (marked cells are not
+    numbers)."""
     for out in outs:
         report = report.replace(str(out), "<out>")
     report = re.sub(r"^Generated .*$", "Generated <date>", report, flags=re.M)
@@ -162,6 +163,7 @@ def normalise(report: str, *outs: Path) -> str:
     report = re.sub(r"^- Measured in this run: .*$", "- Measured <live>", report, flags=re.M)
     report = re.sub(r"^- Measurements: .*$", "- Measurements <counts>", report, flags=re.M)
     report = re.sub(r"onnxruntime [0-9.]+ ms", "onnxruntime <ms> ms", report)
+    report = re.sub(r"load average at the start: [0-9.?]+", "load average <live>", report)
     zoo_start, zoo_end = report.index("## 1."), report.index("## 2.")
     zoo = re.sub(r"\| [0-9.]+% \|$", "| <% of live GEMM> |", report[zoo_start:zoo_end], flags=re.M)
     report = report[:zoo_start] + zoo + report[zoo_end:]
