@@ -19,6 +19,17 @@ from attention_zoo import sigmoid  # noqa: F401
 from attention_zoo import softmax_frame  # noqa: F401
 
 # isort: on
+from attention_zoo.layout import from_channels_first, to_channels_first
 from attention_zoo.registry import IMPLS, KINDS, VARIANTS, Variant, attention, get, triton_usable
 
-__all__ = ["IMPLS", "KINDS", "VARIANTS", "Variant", "attention", "get", "triton_usable"]
+__all__ = [
+    "IMPLS",
+    "KINDS",
+    "VARIANTS",
+    "Variant",
+    "attention",
+    "from_channels_first",
+    "get",
+    "to_channels_first",
+    "triton_usable",
+]

@@ -45,6 +45,54 @@ def io_bytes(B, H, N, D, itemsize) -> int:
     return 4 * B * H * N * D * itemsize
 
 
+# -- Triton launchers: the zoo's side of kernels/ (imported lazily: no Triton needed here) --
+
+
+def triton_call(fn_name: str, forward, reference, q, k, v) -> torch.Tensor:
+    """forward(q, k, v) through a Triton kernel, with gradients from autograd through
+    reference(q, k, v) (kernels.triton_softmax.ReferenceBackward). The inputs are checked
+    first against what the kernels take; errors name the launcher `fn_name`."""
+    from kernels.triton_softmax import ReferenceBackward, check_triton_inputs
+
+    check_triton_inputs(fn_name, q, k, v)
+    return ReferenceBackward.apply(forward, reference, q, k, v)
+
+
+def linear_triton(fn_name: str, phi: str, reference_fn, q, k, v, eps: float, **feature_opts):
+    """A linear variant whose feature map the kernel fuses (phi: "relu", "elu", "focused")."""
+    from kernels.triton_linear import linear_forward
+
+    p = feature_opts.get("p", 1.0)
+    return triton_call(
+        fn_name,
+        lambda q_, k_, v_: linear_forward(q_, k_, v_, eps, phi, p),
+        lambda q_, k_, v_: reference_fn(q_, k_, v_, eps=eps, **feature_opts),
+        q,
+        k,
+        v,
+    )
+
+
+def featured_linear_triton(fn_name: str, feature_fn, reference_fn, q, k, v, eps, **feature_opts):
+    """A linear variant whose features are computed outside the kernel (feature_fn, fp32;
+    cosformer, performer) and fed to its identity path."""
+    from kernels.triton_linear import check_features, linear_forward
+
+    def forward(q_, k_, v_):
+        phi_q, phi_k = feature_fn(q_, k_, **feature_opts)
+        check_features(fn_name, phi_q)
+        return linear_forward(phi_q, phi_k, v_, eps, "identity")
+
+    return triton_call(
+        fn_name,
+        forward,
+        lambda q_, k_, v_: reference_fn(q_, k_, v_, eps=eps, **feature_opts),
+        q,
+        k,
+        v,
+    )
+
+
 def linear_reference(feature_fn):
     """Builds a linear variant's reference from its feature map:
     feature_fn(q, k, **feature_opts) -> (phi_q, phi_k) in the compute dtype."""

@@ -11,7 +11,12 @@ import math
 
 import torch
 
-from attention_zoo._common import io_bytes, linear_flops, linear_reference, upcast
+from attention_zoo._common import (
+    featured_linear_triton,
+    linear_flops,
+    linear_reference,
+    upcast,
+)
 from attention_zoo.registry import Variant, register
 
 
@@ -37,8 +42,21 @@ def _flops(B, H, N, D, o):
     return linear_flops(B, H, N, 2 * D, D) + 4 * B * H * N * D  # 2x features + re-weighting
 
 
-def _bytes(B, H, N, D, itemsize, o):
-    return io_bytes(B, H, N, D, itemsize)
+_REFERENCE = linear_reference(cosformer_features)
+
+
+def cosformer_triton(q, k, v, eps):
+    """cosFormer through the Triton kernel: (B, H, N, 2D) features from cosformer_features,
+    the kernel's identity path. q, k: (B, H, Nq|Nk, D); v: (B, H, Nk, Dv) -> (B, H, Nq, Dv)."""
+    return featured_linear_triton("cosformer_triton", cosformer_features, _REFERENCE, q, k, v, eps)
+
+
+def cosformer_ane(q, k, v, heads, eps):
+    """The channels-first form (kernels.ane_attention.cosformer_ane) with this module's
+    position weights."""
+    from kernels.ane_attention import cosformer_ane as ane
+
+    return ane(q, k, v, heads, eps, position_weights=cos_sin_weights)
 
 
 VARIANT = register(
@@ -48,12 +66,11 @@ VARIANT = register(
         cost="O(N D^2), 2x features",
         summary="ReLU features x [cos, sin] of token position; linear attention",
         defaults={"eps": 1e-8},
-        reference_fn=linear_reference(cosformer_features),
+        reference_fn=_REFERENCE,
         feature_fn=cosformer_features,
         flops_fn=_flops,
-        triton_path="kernels.triton_linear:cosformer_triton",
-        bytes_fn=_bytes,
-        ane_path="kernels.ane_attention:cosformer_ane",
+        triton_path="attention_zoo.cosformer:cosformer_triton",
+        ane_path="attention_zoo.cosformer:cosformer_ane",
         notes="positions from the token index, M = max(Nq, Nk)",
     )
 )

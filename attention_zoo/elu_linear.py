@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from attention_zoo._common import io_bytes, linear_flops, linear_reference, upcast
+from attention_zoo._common import linear_reference, linear_triton, upcast
 from attention_zoo.registry import Variant, register
 
 
@@ -20,12 +20,13 @@ def elu_features(q, k):
     return elu1(q), elu1(k)
 
 
-def _flops(B, H, N, D, o):
-    return linear_flops(B, H, N, D, D)
+_REFERENCE = linear_reference(elu_features)
 
 
-def _bytes(B, H, N, D, itemsize, o):
-    return io_bytes(B, H, N, D, itemsize)
+def elu_linear_triton(q, k, v, eps):
+    """ELU + 1 linear attention through the Triton kernel (feature map fused).
+    q, k: (B, H, Nq|Nk, D); v: (B, H, Nk, Dv) -> (B, H, Nq, Dv)."""
+    return linear_triton("elu_linear_triton", "elu", _REFERENCE, q, k, v, eps)
 
 
 VARIANT = register(
@@ -35,11 +36,9 @@ VARIANT = register(
         cost="O(N D^2)",
         summary="phi = elu + 1; phi(q) (phi(k)^T v) / (phi(q) . sum phi(k) + eps)",
         defaults={"eps": 1e-8},
-        reference_fn=linear_reference(elu_features),
+        reference_fn=_REFERENCE,
         feature_fn=elu_features,
-        flops_fn=_flops,
-        triton_path="kernels.triton_linear:elu_linear_triton",
-        bytes_fn=_bytes,
+        triton_path="attention_zoo.elu_linear:elu_linear_triton",
         ane_path="kernels.ane_attention:elu_linear_ane",
     )
 )

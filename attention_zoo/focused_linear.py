@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from attention_zoo._common import io_bytes, linear_flops, linear_reference, upcast
+from attention_zoo._common import linear_reference, linear_triton, upcast
 from attention_zoo.registry import Variant, register
 
 
@@ -25,12 +25,13 @@ def focused_features(q, k, p=3.0):
     return focus(q, p), focus(k, p)
 
 
-def _flops(B, H, N, D, o):
-    return linear_flops(B, H, N, D, D)
+_REFERENCE = linear_reference(focused_features)
 
 
-def _bytes(B, H, N, D, itemsize, o):
-    return io_bytes(B, H, N, D, itemsize)
+def focused_linear_triton(q, k, v, eps, p):
+    """Focused linear attention (power p) through the Triton kernel (feature map fused).
+    q, k: (B, H, Nq|Nk, D); v: (B, H, Nk, Dv) -> (B, H, Nq, Dv)."""
+    return linear_triton("focused_linear_triton", "focused", _REFERENCE, q, k, v, eps, p=p)
 
 
 VARIANT = register(
@@ -40,11 +41,9 @@ VARIANT = register(
         cost="O(N D^2)",
         summary="phi = ||ReLU x|| / ||ReLU(x)^p|| * ReLU(x)^p; linear attention",
         defaults={"eps": 1e-8, "p": 3.0},
-        reference_fn=linear_reference(focused_features),
+        reference_fn=_REFERENCE,
         feature_fn=focused_features,
-        flops_fn=_flops,
-        triton_path="kernels.triton_linear:focused_linear_triton",
-        bytes_fn=_bytes,
+        triton_path="attention_zoo.focused_linear:focused_linear_triton",
         ane_path="kernels.ane_attention:focused_linear_ane",
         notes="p is the focusing power (FLatten uses 3)",
     )

@@ -10,7 +10,12 @@ import math
 import numpy as np
 import torch
 
-from attention_zoo._common import io_bytes, linear_flops, linear_reference, upcast
+from attention_zoo._common import (
+    featured_linear_triton,
+    linear_flops,
+    linear_reference,
+    upcast,
+)
 from attention_zoo.registry import Variant, register
 
 
@@ -63,8 +68,25 @@ def _flops(B, H, N, D, o):
     return linear_flops(B, H, N, m, D) + 2 * 2 * B * H * N * D * m
 
 
-def _bytes(B, H, N, D, itemsize, o):
-    return io_bytes(B, H, N, D, itemsize)
+_REFERENCE = linear_reference(performer_features)
+
+
+def performer_triton(q, k, v, eps, features, seed):
+    """Performer through the Triton kernel: (B, H, N, features) positive random features
+    from performer_features, the kernel's identity path.
+    q, k: (B, H, Nq|Nk, D); v: (B, H, Nk, Dv) -> (B, H, Nq, Dv)."""
+    return featured_linear_triton(
+        "performer_triton", performer_features, _REFERENCE, q, k, v, eps,
+        features=features, seed=seed,
+    )  # fmt: skip
+
+
+def performer_ane(q, k, v, heads, eps, features, seed):
+    """The channels-first form (kernels.ane_attention.performer_ane) with this module's
+    projection."""
+    from kernels.ane_attention import performer_ane as ane
+
+    return ane(q, k, v, heads, eps, features, seed, projection=projection)
 
 
 VARIANT = register(
@@ -74,12 +96,11 @@ VARIANT = register(
         cost="O(N m D)",
         summary="FAVOR+ positive random features approximating softmax",
         defaults={"eps": 1e-8, "features": 128, "seed": 0},
-        reference_fn=linear_reference(performer_features),
+        reference_fn=_REFERENCE,
         feature_fn=performer_features,
         flops_fn=_flops,
-        triton_path="kernels.triton_linear:performer_triton",
-        bytes_fn=_bytes,
-        ane_path="kernels.ane_attention:performer_ane",
+        triton_path="attention_zoo.performer:performer_triton",
+        ane_path="attention_zoo.performer:performer_ane",
         notes="m = features random features, projection fixed by seed",
     )
 )

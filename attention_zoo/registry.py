@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from attention_zoo._common import linear_quadratic_form, upcast
+from attention_zoo._common import io_bytes, linear_flops, linear_quadratic_form, upcast
 from attention_zoo.checks import check_ane, check_opts, check_qkv
 
 IMPLS = ("reference", "triton", "ane")
@@ -55,7 +55,9 @@ class Variant:
         reference_fn: plain PyTorch, exact math; called with validated tensors and the
             full option dict.
         flops_fn, bytes_fn: analytic forward counts, called as f(B, H, N, D, opts) and
-            f(B, H, N, D, itemsize, opts).
+            f(B, H, N, D, itemsize, opts). Defaults: 4 B H N^2 D FLOPs for quadratic
+            kinds, `linear_flops` with D features for linear ones; bytes as an ideal
+            fused kernel moves them (q, k, v read once, the output written once).
         feature_fn: for linear variants, phi(q), phi(k) as (B, H, N, F) tensors; the
             defining quadratic form is normalise(phi(q) phi(k)^T) v.
         naive_fn: the defining O(N^2) form computed naively, f(q, k, v, **opts) on
@@ -70,8 +72,8 @@ class Variant:
     summary: str
     defaults: dict[str, Any]
     reference_fn: Callable
-    flops_fn: Callable
-    bytes_fn: Callable
+    flops_fn: Callable | None = None
+    bytes_fn: Callable | None = None
     required: tuple[str, ...] = ()
     feature_fn: Callable | None = None
     naive_fn: Callable | None = None
@@ -156,7 +158,12 @@ class Variant:
     def flops(self, B: int, H: int, N: int, D: int, **opts) -> int:
         """Forward FLOPs (multiply and add counted separately) for q, k, v of (B, H, N, D)."""
         _check_counts(B=B, H=H, N=N, D=D)
-        return int(self.flops_fn(B, H, N, D, check_opts(self, opts, n_query=N, n_key=N)))
+        o = check_opts(self, opts, n_query=N, n_key=N)
+        if self.flops_fn is not None:
+            return int(self.flops_fn(B, H, N, D, o))
+        if self.kind == "linear":
+            return linear_flops(B, H, N, D, D)
+        return 4 * B * H * N * N * D
 
     def bytes(self, B: int, H: int, N: int, D: int, dtype=torch.float32, **opts) -> int:
         """Bytes an ideal fused kernel moves: read q, k, v once, write the output once."""
@@ -165,7 +172,9 @@ class Variant:
             raise TypeError(f"dtype must be a torch.dtype, got {type(dtype).__name__} {dtype!r}")
         itemsize = torch.empty((), dtype=dtype).element_size()
         o = check_opts(self, opts, n_query=N, n_key=N)
-        return int(self.bytes_fn(B, H, N, D, itemsize, o))
+        if self.bytes_fn is not None:
+            return int(self.bytes_fn(B, H, N, D, itemsize, o))
+        return io_bytes(B, H, N, D, itemsize)
 
 
 def _check_counts(**dims: int) -> None:
@@ -187,11 +196,10 @@ class _LazyImpl:
     def __call__(self, q, k, v, *args, **opts):
         var = self.variant
         if self.impl == "ane":
-            if len(args) != 1:
-                raise TypeError("ane form is called as ane(q, k, v, heads, **opts)")
-            heads = args[0]
+            heads = _ane_heads(args, opts)
             check_ane(q, k, v, heads, same_length=var._needs_same_length)
             o = check_opts(var, opts, n_query=q.shape[-1], n_key=k.shape[-1])
+            args = (heads,)
         else:
             if args:
                 raise TypeError(f"{self.impl} form is called as fn(q, k, v, **opts)")
@@ -203,6 +211,23 @@ class _LazyImpl:
 
     def __repr__(self) -> str:
         return f"<{self.variant.name}.{self.impl} -> {self.path}>"
+
+
+def _ane_heads(args: tuple, opts: dict):
+    """`heads` of an ANE call, given positionally (ane(q, k, v, 2)) or by keyword
+    (heads=2), popped from `opts`; given both ways or not at all is a TypeError."""
+    if len(args) > 1:
+        raise TypeError(
+            f"the ane form takes (q, k, v, heads, **opts); got {3 + len(args)} positional arguments"
+        )
+    if args and "heads" in opts:
+        raise TypeError("heads given twice: positionally and as heads=")
+    if not args and "heads" not in opts:
+        raise TypeError(
+            "ane form is called as ane(q, k, v, heads, **opts) or ane(q, k, v, heads=H): "
+            "the channels-first (B, H*D, 1, N) layout does not say how many heads it holds"
+        )
+    return args[0] if args else opts.pop("heads")
 
 
 VARIANTS: dict[str, Variant] = {}
@@ -227,11 +252,12 @@ def get(name: str) -> Variant:
         ) from None
 
 
-def attention(q, k, v, variant: str = "softmax", impl: str = "auto", **opts) -> torch.Tensor:
+def attention(q, k, v, *args, variant: str = "softmax", impl: str = "auto", **opts) -> torch.Tensor:
     """Dispatches to `variant`'s implementation `impl`.
 
     q, k: (B, H, N, D); v: (B, H, N, Dv) -> (B, H, N, Dv) for "reference" and "triton".
-    impl="ane" takes the channels-first layout instead and needs `heads=`.
+    impl="ane" takes the channels-first layout (B, H*D, 1, N) instead and needs `heads`,
+    positionally after v or as heads=, as `Variant.ane` does.
     impl="auto" picks Triton for CUDA tensors when the variant has a kernel, and the
     reference (computed the efficient way) otherwise.
     """
@@ -240,6 +266,16 @@ def attention(q, k, v, variant: str = "softmax", impl: str = "auto", **opts) -> 
         raise ValueError(f"impl must be one of {(*IMPLS, 'auto')}, got {impl!r}")
     if impl == "auto":
         impl = "triton" if _triton_takes(var, q, v) else "reference"
+    if args and impl != "ane":
+        raise TypeError(
+            f"attention(q, k, v, ...) takes one positional argument after v (heads) only "
+            f"with impl='ane', got impl={impl!r}"
+        )
+    if impl == "ane" and not args and "heads" not in opts:
+        raise ValueError(
+            "impl='ane' takes channels-first (B, H*D, 1, N) inputs and needs heads= "
+            "(or heads positionally after v)"
+        )
     if impl == "reference":
         return var.reference(q, k, v, **opts)
     fn = getattr(var, impl)
@@ -252,14 +288,7 @@ def attention(q, k, v, variant: str = "softmax", impl: str = "auto", **opts) -> 
             f"impl='triton' needs Triton and a CUDA device (or TRITON_INTERPRET=1 on CPU); "
             f"use impl='reference' here. {var.name!r} has: {', '.join(var.impls())}"
         )
-    if impl == "ane":
-        heads = opts.pop("heads", None)
-        if heads is None:
-            raise ValueError(
-                "impl='ane' takes channels-first (B, H*D, 1, N) inputs and needs heads="
-            )
-        return fn(q, k, v, heads, **opts)
-    return fn(q, k, v, **opts)
+    return fn(q, k, v, *args, **opts)
 
 
 def _triton_takes(var: Variant, q, v) -> bool:

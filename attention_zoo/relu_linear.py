@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from attention_zoo._common import io_bytes, linear_flops, linear_reference, upcast
+from attention_zoo._common import linear_reference, linear_triton, upcast
 from attention_zoo.registry import Variant, register
 
 EPS = 1e-8  # MobileI2V's value
@@ -18,12 +18,13 @@ def relu_features(q, k):
     return torch.relu(q), torch.relu(k)
 
 
-def _flops(B, H, N, D, o):
-    return linear_flops(B, H, N, D, D)
+_REFERENCE = linear_reference(relu_features)
 
 
-def _bytes(B, H, N, D, itemsize, o):
-    return io_bytes(B, H, N, D, itemsize)
+def relu_linear_triton(q, k, v, eps):
+    """ReLU linear attention through the Triton kernel (ReLU fused into its loads).
+    q, k: (B, H, Nq|Nk, D); v: (B, H, Nk, Dv) -> (B, H, Nq, Dv)."""
+    return linear_triton("relu_linear_triton", "relu", _REFERENCE, q, k, v, eps)
 
 
 VARIANT = register(
@@ -33,11 +34,9 @@ VARIANT = register(
         cost="O(N D^2)",
         summary="ReLU(q) (ReLU(k)^T v) / (ReLU(q) . sum ReLU(k) + eps)",
         defaults={"eps": EPS},
-        reference_fn=linear_reference(relu_features),
+        reference_fn=_REFERENCE,
         feature_fn=relu_features,
-        flops_fn=_flops,
-        triton_path="kernels.triton_linear:relu_linear_triton",
-        bytes_fn=_bytes,
+        triton_path="attention_zoo.relu_linear:relu_linear_triton",
         ane_path="kernels.ane_attention:relu_linear_ane",
         notes="a query whose features are all zero gets output 0 (0 / eps); eps=0 gives NaN there",
     )

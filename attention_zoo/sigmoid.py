@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from attention_zoo._common import io_bytes, upcast
+from attention_zoo._common import triton_call, upcast
 from attention_zoo.registry import Variant, default_scale, register
 from attention_zoo.softmax import QUERY_BLOCK
 
@@ -33,12 +33,22 @@ def sigmoid_naive(q, k, v, scale=None, bias=None, chunk=None) -> torch.Tensor:
     return (1.0 / (1.0 + torch.exp(-((q @ k.transpose(-1, -2)) * scale + bias)))) @ v
 
 
-def _flops(B, H, N, D, o):
-    return 4 * B * H * N * N * D
+def sigmoid_triton(q, k, v, scale=None, bias=None, chunk=None):
+    """sigmoid(q k^T * scale + bias) v through the flash Triton kernel's sigmoid mode, bias
+    defaulting to -log(Nk). q, k: (B, H, Nq|Nk, D); v: (B, H, Nk, Dv) -> (B, H, Nq, Dv).
+    `chunk` is ignored."""
+    from kernels.triton_softmax import attention_forward
 
-
-def _bytes(B, H, N, D, itemsize, o):
-    return io_bytes(B, H, N, D, itemsize)
+    scale = default_scale(q.shape[-1]) if scale is None else scale
+    bias = -math.log(k.shape[-2]) if bias is None else bias
+    return triton_call(
+        "sigmoid_triton",
+        lambda q_, k_, v_: attention_forward(q_, k_, v_, "sigmoid", scale, bias=bias),
+        lambda q_, k_, v_: sigmoid_attention(q_, k_, v_, scale=scale, bias=bias),
+        q,
+        k,
+        v,
+    )
 
 
 VARIANT = register(
@@ -50,9 +60,7 @@ VARIANT = register(
         defaults={"scale": None, "bias": None, "chunk": None},
         reference_fn=sigmoid_attention,
         naive_fn=sigmoid_naive,
-        flops_fn=_flops,
-        triton_path="kernels.triton_softmax:sigmoid_triton",
-        bytes_fn=_bytes,
+        triton_path="attention_zoo.sigmoid:sigmoid_triton",
         ane_path="kernels.ane_attention:sigmoid_ane",
         notes="bias defaults to -log(N keys)",
     )

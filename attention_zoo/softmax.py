@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from attention_zoo._common import io_bytes, upcast
+from attention_zoo._common import triton_call, upcast
 from attention_zoo.registry import Variant, default_scale, register
 
 # Queries are processed in blocks so the reference never holds more than this many
@@ -36,12 +36,21 @@ def softmax_naive(q, k, v, scale=None, chunk=None) -> torch.Tensor:
     return (e / e.sum(dim=-1, keepdim=True)) @ v
 
 
-def _flops(B, H, N, D, o):
-    return 4 * B * H * N * N * D
+def softmax_triton(q, k, v, scale=None, chunk=None):
+    """softmax(q k^T * scale) v through the flash Triton kernel. q, k: (B, H, Nq|Nk, D);
+    v: (B, H, Nk, Dv) -> (B, H, Nq, Dv). `chunk` only bounds the reference's memory and is
+    ignored here."""
+    from kernels.triton_softmax import attention_forward
 
-
-def _bytes(B, H, N, D, itemsize, o):
-    return io_bytes(B, H, N, D, itemsize)
+    scale = default_scale(q.shape[-1]) if scale is None else scale
+    return triton_call(
+        "softmax_triton",
+        lambda q_, k_, v_: attention_forward(q_, k_, v_, "softmax", scale),
+        lambda q_, k_, v_: softmax_attention(q_, k_, v_, scale=scale),
+        q,
+        k,
+        v,
+    )
 
 
 VARIANT = register(
@@ -53,9 +62,7 @@ VARIANT = register(
         defaults={"scale": None, "chunk": None},
         reference_fn=softmax_attention,
         naive_fn=softmax_naive,
-        flops_fn=_flops,
-        triton_path="kernels.triton_softmax:softmax_triton",
-        bytes_fn=_bytes,
+        triton_path="attention_zoo.softmax:softmax_triton",
         ane_path="kernels.ane_attention:softmax_ane",
         notes="scale defaults to 1/sqrt(D)",
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from attention_zoo._common import io_bytes, upcast
+from attention_zoo._common import triton_call, upcast
 from attention_zoo.registry import Variant, default_scale, register
 
 
@@ -37,8 +37,21 @@ def _flops(B, H, N, D, o):
     return 4 * B * H * t * (N // t) ** 2 * D
 
 
-def _bytes(B, H, N, D, itemsize, o):
-    return io_bytes(B, H, N, D, itemsize)
+def softmax_frame_triton(q, k, v, grid, scale=None):
+    """Softmax within each latent frame through the flash Triton kernel's frame mode.
+    q, k: (B, H, N, D); v: (B, H, N, Dv); grid = (T, H, W), T*H*W = N -> (B, H, N, Dv)."""
+    from kernels.triton_softmax import attention_forward
+
+    scale = default_scale(q.shape[-1]) if scale is None else scale
+    frame = grid[1] * grid[2]
+    return triton_call(
+        "softmax_frame_triton",
+        lambda q_, k_, v_: attention_forward(q_, k_, v_, "frame", scale, frame=frame),
+        lambda q_, k_, v_: frame_softmax_attention(q_, k_, v_, grid=grid, scale=scale),
+        q,
+        k,
+        v,
+    )
 
 
 VARIANT = register(
@@ -52,8 +65,7 @@ VARIANT = register(
         reference_fn=frame_softmax_attention,
         naive_fn=frame_softmax_naive,
         flops_fn=_flops,
-        triton_path="kernels.triton_softmax:softmax_frame_triton",
-        bytes_fn=_bytes,
+        triton_path="attention_zoo.softmax_frame:softmax_frame_triton",
         ane_path="kernels.ane_attention:softmax_frame_ane",
         extra={"same_length": True},
         notes="needs grid=(T, H, W); tokens in (t, y, x) order",

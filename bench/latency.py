@@ -22,8 +22,16 @@ from tqdm import tqdm
 
 import attention_zoo as az
 from bench.machine import gemm_rate, machine_info, time_fn
-from hybrid_dit import PRESETS, DiTConfig, HybridDiT, format_pattern, model_flops
-from hybrid_dit.model import DiTBlock, Rope, check_inputs, inject_first_frame, rope_tables
+from hybrid_dit import (
+    PRESETS,
+    DiTConfig,
+    HybridDiT,
+    check_grid,
+    example_inputs,
+    format_pattern,
+    model_flops,
+)
+from hybrid_dit.model import DiTBlock, Rope, rope_tables
 
 BACKENDS = ("torch-cpu", "onnxruntime-cpu", "cuda")
 
@@ -38,25 +46,6 @@ def check_backend(backend: str) -> None:
             import onnxruntime  # noqa: F401
         except ImportError as e:
             raise ValueError(f"backend 'onnxruntime-cpu' needs onnxruntime ({e})") from None
-
-
-def check_grid(cfg: DiTConfig, grid) -> tuple[int, int, int]:
-    if not isinstance(grid, (tuple, list)) or len(grid) != 3:
-        raise ValueError(f"grid must be a token grid (T, H, W), got {grid!r}")
-    grid = tuple(int(g) for g in grid)
-    if min(grid) < 1:
-        raise ValueError(f"grid must hold positive ints, got {grid!r}")
-    return grid
-
-
-def parse_grid(text: str) -> tuple[int, int, int]:
-    """ "3x23x40" -> (3, 23, 40)."""
-    parts = text.lower().split("x")
-    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise ValueError(
-            f"grid must look like TxHxW with positive ints (e.g. 3x23x40), got {text!r}"
-        )
-    return tuple(int(p) for p in parts)
 
 
 class _BlockOnly(nn.Module):
@@ -82,27 +71,8 @@ class _Overhead(nn.Module):
         self.model = model
 
     def forward(self, x_t, t, first_frame, motion):
-        m = self.model
-        t, motion, grid = check_inputs(m.cfg, x_t, t, first_frame, motion)
-        x_t, t_frames = inject_first_frame(x_t, t, first_frame)
-        cond, emb_t = m.condition(t_frames, motion)
-        x = m.embed(x_t)
-        return m.unpatchify(m.final(x, emb_t, grid), grid), cond
-
-
-def model_inputs(cfg: DiTConfig, grid, batch: int = 1, device="cpu", dtype=torch.float32):
-    """Seeded example inputs (x_t, t, first_frame, motion) for a token grid."""
-    t, h, w = grid
-    p = cfg.patch_size
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, cfg.in_channels, t, h * p, w * p, generator=gen)
-    ff = torch.randn(batch, cfg.in_channels, h * p, w * p, generator=gen)
-    tt = torch.full((batch,), 0.7)
-    motion = torch.full((batch,), 0.5)
-    return tuple(
-        a.to(device=device, dtype=dtype if a.dim() > 1 else torch.float32)
-        for a in (x, tt, ff, motion)
-    )
+        p = self.model.prepare(x_t, t, first_frame, motion)
+        return self.model.head(p.x, p), p.cond
 
 
 def _runner(module: nn.Module, inputs: tuple, backend: str, workdir: Path) -> Callable[[], object]:
@@ -146,7 +116,7 @@ def block_table(
     every measurement runs. Returns a JSON-able dict."""
     check_backend(backend)
     cfg = PRESETS[preset] if isinstance(preset, str) else preset
-    grid = check_grid(cfg, grid)
+    grid = check_grid(grid)
     names = list(az.VARIANTS) if variants is None else [az.get(v).name for v in variants]
     device = "cuda" if backend == "cuda" else "cpu"
     measure = measure or (lambda stage, key, fn: (fn(), False))
@@ -183,7 +153,7 @@ def block_table(
         def overhead():
             torch.manual_seed(0)
             model = HybridDiT(cfg.with_attention("softmax")).to(device)
-            inputs = model_inputs(cfg, grid, device=device)
+            inputs = example_inputs(cfg, grid, device=device)
             run = _runner(_Overhead(model), inputs, backend, Path(tmp))
             return _ms(time_fn(run, warmup=warmup, repeats=repeats, sync=_sync(backend)))
 
@@ -216,7 +186,7 @@ def model_table(
     table is given, the prediction overhead + sum of block latencies next to it."""
     check_backend(backend)
     cfg = PRESETS[preset] if isinstance(preset, str) else preset
-    grid = check_grid(cfg, grid)
+    grid = check_grid(grid)
     device = "cuda" if backend == "cuda" else "cpu"
     measure = measure or (lambda stage, key, fn: (fn(), False))
     base = {
@@ -237,7 +207,7 @@ def model_table(
             def one(c=c):
                 torch.manual_seed(0)
                 model = HybridDiT(c).to(device)
-                inputs = model_inputs(c, grid, device=device)
+                inputs = example_inputs(c, grid, device=device)
                 run = _runner(model, inputs, backend, Path(tmp))
                 out = _ms(time_fn(run, warmup=warmup, repeats=repeats, sync=_sync(backend)))
                 del model

@@ -25,28 +25,11 @@ import numpy as np
 import torch
 
 from bench.machine import gemm_rate, machine_info, time_fn
-from hybrid_dit import PRESETS, HybridDiT, format_pattern, model_flops
+from hybrid_dit import PRESETS, HybridDiT, example_inputs, format_pattern, model_flops, parse_grid
 
 RESULTS = Path(__file__).resolve().parent / "results" / "model-cpu.json"
 # All softmax, the paper's 7:1 hybrid, all linear.
 DEFAULT_PATTERNS = ("softmax", "L*7,S,L*7,S", "relu_linear")
-
-
-def parse_grid(text: str) -> tuple[int, int, int]:
-    parts = text.lower().split("x")
-    if len(parts) != 3 or not all(p.isdigit() and int(p) >= 1 for p in parts):
-        raise ValueError(f"--grid must be TxHxW with three positive ints, got {text!r}")
-    return tuple(int(p) for p in parts)
-
-
-def make_inputs(cfg, grid, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """(x_t, t, first_frame, motion) for one clip of the token grid."""
-    gen = torch.Generator().manual_seed(seed)
-    t, h, w = grid
-    p = cfg.patch_size
-    x = torch.randn(1, cfg.in_channels, t, h * p, w * p, generator=gen)
-    ff = torch.randn(1, cfg.in_channels, h * p, w * p, generator=gen)
-    return x, torch.full((1,), 0.5), ff, torch.full((1,), 0.3)
 
 
 def bench_patterns(
@@ -70,7 +53,7 @@ def bench_patterns(
     torch.manual_seed(0)
     base = HybridDiT(base_cfg).eval()
     weights = base.state_dict()
-    inputs = make_inputs(base_cfg, grid)
+    inputs = example_inputs(base_cfg, grid)
     # Other work on a shared machine varies during a run, so the GEMM rate is measured
     # again just before each timing and each row is quoted against its own measurement.
     load_before = os.getloadavg()
@@ -194,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"--backends: unknown {', '.join(unknown)}; choose from torch, onnxruntime")
     try:
-        grid = parse_grid(args.grid)
+        grid = parse_grid(args.grid, "--grid")
         patterns = [
             PRESETS[args.preset].with_attention(s).attention for s in args.patterns.split(";")
         ]
@@ -203,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = bench_patterns(
         args.preset, grid, patterns, args.repeats, args.warmup, backends, log=print
     )
-    from mobileattn.io import write_json
+    from export.files import write_json
 
     write_json(args.out, doc)
     print(table(doc))

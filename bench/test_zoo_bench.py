@@ -44,18 +44,6 @@ def pytest_generate_tests(metafunc):
     metafunc.parametrize("case", cases, ids=ids)
 
 
-def to_channels_first(x: torch.Tensor) -> torch.Tensor:
-    """(B, H, N, D) -> (B, H*D, 1, N), channel h*D + d = head h, feature d."""
-    b, h, n, d = x.shape
-    return x.transpose(-1, -2).reshape(b, h * d, 1, n).contiguous()
-
-
-def from_channels_first(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """(B, H*D, 1, N) -> (B, H, N, D)."""
-    b, c, _, n = x.shape
-    return x.reshape(b, heads, c // heads, n).transpose(-1, -2)
-
-
 def options_for(var: az.Variant, n: int) -> dict:
     """The variant's options for a length-n sequence: the token grid if it takes one."""
     return {"grid": grid_for(n)} if "grid" in var.defaults else {}
@@ -74,14 +62,14 @@ def test_attention(benchmark, case):
     q, k, v = (torch.randn(B, H, n, D, generator=gen).to(DEVICE) for _ in range(3))
 
     if impl == "ane":
-        args = tuple(to_channels_first(t) for t in (q, k, v))
+        args = tuple(az.to_channels_first(t) for t in (q, k, v))
         fn = var.ane
 
         def call():
             return fn(*args, H, **opts)
 
         def as_bhnd(out):
-            return from_channels_first(out, H)
+            return az.from_channels_first(out, H)
 
     else:
         fn = var.reference if impl == "reference" else var.triton

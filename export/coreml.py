@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
+from export.files import TEMP_SUFFIX, temp_prefix
 from export.mil import PRECISION_KEY
-from mobileattn.io import TEMP_SUFFIX, temp_prefix
 
 PRECISIONS = ("fp16", "fp32")
 # ML Programs need iOS15 / macOS12 or newer; each name is a coremltools `ct.target` member.

@@ -18,10 +18,53 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mobileattn.io import TEMP_SUFFIX, temp_prefix
+from export.files import TEMP_SUFFIX, temp_prefix
 
 # The dynamo exporter's lowest supported opset.
 MIN_OPSET = 18
+
+# Saved and run at this level: EXTENDED fuses what is portable (Gemm, FusedMatMul, layer
+# norm, GELU); ALL adds layout transformations tuned to the CPU that builds the session.
+GRAPH_OPTIMIZATION = "ORT_ENABLE_ALL"
+
+
+def session(path: str | os.PathLike, threads: int | None = None):
+    """The one way this project makes an onnxruntime CPU session (study, export, bench and
+    tests all call it), configured like torch so the two are timed alike:
+
+    - intra-op threads = `threads`, default torch.get_num_threads() (ORT's own default is
+      every core, torch's may be fewer);
+    - inter-op threads 1 and sequential execution (torch runs one op at a time too);
+    - `session.intra_op.allow_spinning` = 0: idle ORT threads otherwise spin and slow
+      whatever else runs in the process (torch ops after `run()`, onnxruntime issue 13808);
+    - graph optimisation level GRAPH_OPTIMIZATION (ORT_ENABLE_ALL), stated in
+      `session_options(...)` and in every table that times a session.
+    """
+    import onnxruntime as ort
+
+    if threads is None:
+        threads = torch.get_num_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int, got {threads!r}")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION)
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def session_options(sess) -> dict:
+    """What a table that times `sess` records about it."""
+    opts = sess.get_session_options()
+    return {
+        "intra_op_threads": opts.intra_op_num_threads,
+        "inter_op_threads": opts.inter_op_num_threads,
+        "allow_spinning": opts.get_session_config_entry("session.intra_op.allow_spinning"),
+        "graph_optimization": GRAPH_OPTIMIZATION,
+    }
 
 
 def input_names(model: nn.Module, count: int) -> list[str]:

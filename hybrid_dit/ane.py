@@ -30,6 +30,7 @@ from hybrid_dit.config import DiTConfig
 from hybrid_dit.model import (
     MODULATIONS,
     HybridDiT,
+    RMSNorm,
     _rope_arrays,
     attention_options,
     check_inputs,
@@ -71,21 +72,6 @@ def layer_norm_cf(x: torch.Tensor, eps: float) -> torch.Tensor:
     mu = x.mean(dim=1, keepdim=True)
     xc = x - mu
     return xc * torch.rsqrt(xc.pow(2).mean(dim=1, keepdim=True) + eps)
-
-
-class RMSNormCF(nn.Module):
-    """RMS norm over the channel axis with a learned gain (P3); parameter `weight` (C,) as
-    in the reference."""
-
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float() if x.dtype != torch.float64 else x
-        y = xf * torch.rsqrt(xf.pow(2).mean(dim=1, keepdim=True) + self.eps)
-        return (y * self.weight.view(1, -1, 1, 1)).to(x.dtype)
 
 
 class RopeCF:
@@ -148,8 +134,8 @@ class AttentionCF(nn.Module):
         self.cfg, self.variant, self.attention_impl = cfg, variant, attention_impl
         c = cfg.hidden
         self.qkv = LinearConv(c, 3 * c, bias=cfg.qkv_bias)
-        self.q_norm = RMSNormCF(c, cfg.norm_eps) if cfg.qk_norm else nn.Identity()
-        self.k_norm = RMSNormCF(c, cfg.norm_eps) if cfg.qk_norm else nn.Identity()
+        self.q_norm = RMSNorm(c, cfg.norm_eps, dim=1) if cfg.qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(c, cfg.norm_eps, dim=1) if cfg.qk_norm else nn.Identity()
         self.proj = LinearConv(c, c)
 
     def forward(self, x: torch.Tensor, rope: RopeCF, grid) -> torch.Tensor:
@@ -167,11 +153,9 @@ class AttentionCF(nn.Module):
 
     def _reference(self, q, k, v, opts) -> torch.Tensor:
         # Layout change at the edge: (batch, H*D, 1, N) <-> (batch, H, N, D).
-        b, c, _, n = q.shape
-        hd = (self.cfg.heads, self.cfg.head_dim)
-        q, k, v = (z.view(b, *hd, n).transpose(2, 3) for z in (q, k, v))
+        q, k, v = (az.from_channels_first(z, self.cfg.heads) for z in (q, k, v))
         o = az.attention(q, k, v, variant=self.variant, impl="reference", **opts)
-        return o.transpose(2, 3).reshape(b, c, 1, n)
+        return az.to_channels_first(o)
 
 
 class GLUMBConvCF(nn.Module):

@@ -92,6 +92,45 @@ def format_pattern(names: tuple[str, ...]) -> str:
     return ",".join(n if k == 1 else f"{n}*{k}" for n, k in runs)
 
 
+def check_grid(grid, name: str = "grid") -> tuple[int, int, int]:
+    """A token grid (T, H, W) of three positive ints, as a tuple; anything else is a
+    ValueError naming `name`."""
+    if (
+        not isinstance(grid, (tuple, list))
+        or len(grid) != 3
+        or any(isinstance(g, bool) or not isinstance(g, numbers.Integral) or g < 1 for g in grid)
+    ):
+        raise ValueError(f"{name} must be a token grid (T, H, W) of 3 positive ints, got {grid!r}")
+    return tuple(int(g) for g in grid)
+
+
+def parse_grid(text: str, name: str = "grid") -> tuple[int, int, int]:
+    """ "3x23x40" -> (3, 23, 40); anything else is a ValueError naming `name`."""
+    parts = str(text).lower().split("x")
+    if len(parts) != 3 or not all(p.strip().isdigit() and int(p) >= 1 for p in parts):
+        raise ValueError(
+            f"{name} must be TxHxW with three positive ints (e.g. 3x23x40), got {text!r}"
+        )
+    return tuple(int(p) for p in parts)
+
+
+def mobilei2v_pattern(depth: int) -> tuple[str, ...]:
+    """MobileI2V's hybrid at any depth: relu_linear everywhere except a softmax block closing
+    each half (depth 16: L*7, S, L*7, S)."""
+    softmax_at = {depth // 2 - 1, depth - 1}
+    return tuple("softmax" if i in softmax_at else "relu_linear" for i in range(depth))
+
+
+def reference_patterns(depth: int) -> tuple[tuple[str, ...], ...]:
+    """All softmax, MobileI2V's hybrid, all relu_linear (each once, in that order): the
+    patterns every study run measures."""
+    out = []
+    for p in (("softmax",) * depth, mobilei2v_pattern(depth), ("relu_linear",) * depth):
+        if p not in out:
+            out.append(p)
+    return tuple(out)
+
+
 def _pos_int(name: str, val: Any, minimum: int = 1) -> int:
     if isinstance(val, bool) or not isinstance(val, numbers.Integral):
         raise TypeError(f"DiTConfig.{name} must be an int, got {type(val).__name__} {val!r}")

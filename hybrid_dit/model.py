@@ -23,7 +23,7 @@ from torch import nn
 
 import attention_zoo as az
 from attention_zoo.checks import FLOAT_DTYPES
-from hybrid_dit.config import DiTConfig
+from hybrid_dit.config import DiTConfig, check_grid
 
 MODULATIONS = 6  # shift, scale, gate for attention, then for the FFN
 
@@ -120,17 +120,20 @@ def attention_options(cfg: DiTConfig, variant: str, grid) -> dict:
 
 
 class RMSNorm(nn.Module):
-    """RMS norm over the last axis with a learned gain; math in float32 or wider."""
+    """RMS norm over the axis `dim` (the last by default; the ANE twin's channel axis is 1)
+    with a learned gain `weight` (C,); math in float32 or wider."""
 
-    def __init__(self, dim: int, eps: float):
+    def __init__(self, channels: int, eps: float, dim: int = -1):
         super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps, self.dim = eps, dim
+        self.weight = nn.Parameter(torch.ones(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float() if x.dtype != torch.float64 else x
-        y = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return (y * self.weight).to(x.dtype)
+        y = xf * torch.rsqrt(xf.pow(2).mean(dim=self.dim, keepdim=True) + self.eps)
+        shape = [1] * x.dim()
+        shape[self.dim] = -1
+        return (y * self.weight.view(shape)).to(x.dtype)
 
 
 class ScalarEmbedder(nn.Module):
@@ -335,6 +338,16 @@ def inject_first_frame(x_t: torch.Tensor, t: torch.Tensor, first_frame: torch.Te
     return x_t, t_frames
 
 
+class Prepared(NamedTuple):
+    """What the blocks of one forward share (`HybridDiT.prepare`)."""
+
+    x: torch.Tensor  # (B, N, C) tokens of the conditioned input, (t, y, x) order
+    cond: torch.Tensor  # (B, T, 6, C) per-latent-frame block modulation
+    emb_t: torch.Tensor  # (B, T, C) timestep embedding, for the final layer
+    rope: Rope  # RoPE tables of the grid
+    grid: tuple[int, int, int]  # token grid (T, H, W)
+
+
 class HybridDiT(nn.Module):
     """The hybrid DiT. See the module docstring; `model.blocks[i]` is the i-th `DiTBlock`.
 
@@ -409,16 +422,33 @@ class HybridDiT(nn.Module):
         Returns:
             (B, C, T, H, W) velocity.
         """
+        p = self.prepare(x_t, t, first_frame, motion)
+        x = p.x
+        for block in self.blocks:
+            x = block(x, p.cond, p.rope, p.grid)
+        return self.head(x, p)
+
+    def prepare(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        first_frame: torch.Tensor | None = None,
+        motion: torch.Tensor | None = None,
+    ) -> Prepared:
+        """The forward up to the first block: checks the inputs, injects the first frame,
+        computes the modulation, embeds the tokens and builds the RoPE tables. Arguments as
+        `forward`; `model.head(x, p)` after the blocks finishes it. Block-level code (the
+        quality harness, block benchmarks) starts here, so it sees what `forward` sees."""
         t, motion, grid = check_inputs(
             self.cfg, x_t, t, first_frame, motion, like=self.patch_embed.weight
         )
         x_t, t_frames = inject_first_frame(x_t, t, first_frame)
         cond, emb_t = self.condition(t_frames, motion)
-        x = self.embed(x_t)  # (B, N, C)
-        rope = self.rope(grid)
-        for block in self.blocks:
-            x = block(x, cond, rope, grid)
-        return self.unpatchify(self.final(x, emb_t, grid), grid)
+        return Prepared(self.embed(x_t), cond, emb_t, self.rope(grid), grid)
+
+    def head(self, x: torch.Tensor, p: Prepared) -> torch.Tensor:
+        """The forward after the last block: x (B, N, C) -> velocity (B, C, T, H, W)."""
+        return self.unpatchify(self.final(x, p.emb_t, p.grid), p.grid)
 
     def embed(self, x_t: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) -> (B, N, hidden) tokens in (t, y, x) order. Frames are stacked
@@ -436,6 +466,25 @@ class HybridDiT(nn.Module):
         if p > 1:
             y = F.pixel_shuffle(y, p)  # (B, C, T*H, W)
         return y.reshape(b, self.cfg.in_channels, t, hp * p, wp * p)
+
+
+def example_inputs(
+    cfg: DiTConfig, grid, batch: int = 1, seed: int = 0, device="cpu", dtype=torch.float32
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Seeded example inputs (x_t, t, first_frame, motion) for a token grid (T, H, W): the
+    latent video and first frame are N(0, 1) in `dtype`, t = 0.5 and motion = 0.3 (float32,
+    shape (batch,)). For timing, export and parity checks."""
+    t, h, w = check_grid(grid)
+    p = cfg.patch_size
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, cfg.in_channels, t, h * p, w * p, generator=gen)
+    ff = torch.randn(batch, cfg.in_channels, h * p, w * p, generator=gen)
+    return (
+        x.to(device=device, dtype=dtype),
+        torch.full((batch,), 0.5, device=device),
+        ff.to(device=device, dtype=dtype),
+        torch.full((batch,), 0.3, device=device),
+    )
 
 
 def model_flops(cfg: DiTConfig, grid, batch: int = 1) -> dict[str, int]:

@@ -8,15 +8,7 @@ import numbers
 import torch
 
 from attention_zoo.checks import FLOAT_DTYPES
-
-
-def _check_grid(grid) -> tuple[int, int, int]:
-    if not isinstance(grid, (tuple, list)) or len(grid) != 3:
-        raise ValueError(f"grid must be a token grid (T, H, W) of 3 positive ints, got {grid!r}")
-    for g in grid:
-        if isinstance(g, bool) or not isinstance(g, numbers.Integral) or g < 1:
-            raise ValueError(f"grid must hold positive ints, got {grid!r}")
-    return tuple(int(g) for g in grid)
+from hybrid_dit.config import check_grid
 
 
 @torch.no_grad()
@@ -51,7 +43,7 @@ def sample(
         raise TypeError(f"model must be a HybridDiT or its twin, got {type(model).__name__}")
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
-    t_len, hp, wp = _check_grid(grid)
+    t_len, hp, wp = check_grid(grid)
     if not isinstance(first_frame, torch.Tensor):
         raise TypeError(f"first_frame must be a torch.Tensor, got {type(first_frame).__name__}")
     p = cfg.patch_size

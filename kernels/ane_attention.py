@@ -17,6 +17,7 @@ float64 input stays float64; in a Core ML program the program's precision decide
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -180,23 +181,24 @@ def focused_linear_ane(q, k, v, heads, eps, p) -> torch.Tensor:
     return _linear(phi_q, phi_kt, v, heads, eps)
 
 
-def _position_weights(n: int, m: int, shape: tuple[int, ...], like: torch.Tensor):
-    """cosFormer's cos and sin of pi/2 * i / m for positions i < n, shaped `shape`."""
-    from attention_zoo.cosformer import cos_sin_weights
-
-    return tuple(w.reshape(shape) for w in cos_sin_weights(n, m, like.dtype, like.device))
+def _position_weights(weights: Callable, n: int, m: int, shape: tuple[int, ...], like):
+    """weights(n, m, dtype, device) -> (cos, sin) of positions i < n, each shaped `shape`."""
+    return tuple(w.reshape(shape) for w in weights(n, m, like.dtype, like.device))
 
 
-def cosformer_ane(q, k, v, heads, eps) -> torch.Tensor:
+def cosformer_ane(q, k, v, heads, eps, position_weights: Callable) -> torch.Tensor:
     """cosFormer: ReLU features times [cos, sin] of pi/2 * position / max(Nq, Nk).
 
     Shapes as `relu_linear_ane`; per head F = 2D features: the query's along channels
     ([cos part; sin part]), the key's along the last axis in the same order.
+    position_weights(n, m, dtype, device) -> (cos, sin), each (n, 1): the variant's
+    re-weighting (attention_zoo.cosformer.cos_sin_weights), so both forms share it.
     """
     nq, nk = q.shape[3], k.shape[3]
     m = max(nq, nk)
-    cq, sq = constant(_position_weights, nq, m, (1, 1, 1, nq), q)  # along the sequence axis
-    ck, sk = constant(_position_weights, nk, m, (1, nk, 1, 1), k)  # along the key's channels
+    w = position_weights
+    cq, sq = constant(_position_weights, w, nq, m, (1, 1, 1, nq), q)  # along the sequence
+    ck, sk = constant(_position_weights, w, nk, m, (1, nk, 1, 1), k)  # along key channels
     rq = torch.relu(q)
     rkt = to_seq_major(torch.relu(k))  # (batch, Nk, 1, heads*D): the one key transpose
     ks = _key_scale(k)
@@ -227,15 +229,14 @@ def _favor(wx: torch.Tensor, x: torch.Tensor, is_query: bool, scale: float) -> t
     return torch.exp(logits - logits.amax(dim=dims, keepdim=True)) * scale
 
 
-def performer_ane(q, k, v, heads, eps, features, seed) -> torch.Tensor:
-    """Performer (FAVOR+) with the reference's projection (attention_zoo.performer).
+def performer_ane(q, k, v, heads, eps, features, seed, projection: Callable) -> torch.Tensor:
+    """Performer (FAVOR+) with the reference's projection.
 
     Shapes as `relu_linear_ane`; per head F = `features`. The projection of all heads is one
     grouped 1x1 convolution (the ANE's native matmul); the D^-1/4 input scale is folded
-    into its weight.
+    into its weight. projection(m, D, seed, dtype, device) -> (m, D): the variant's random
+    projection (attention_zoo.performer.projection), so both forms share it.
     """
-    from attention_zoo.performer import projection
-
     d = q.shape[1] // heads
     w = constant(projection, features, d, seed, q.dtype, q.device) * d**-0.25  # (m, D)
     weight = w.repeat(heads, 1)[:, :, None, None]  # (heads*m, D, 1, 1)

@@ -13,8 +13,9 @@ Feature maps are fused into the loads (constexpr PHI): ReLU, ELU + 1, focused (R
 rescaled per row to keep ||ReLU(x)||), and identity for features computed outside
 (performer, cosformer, whose feature dim F differs from D). All math is fp32.
 
-The forward sits in an autograd.Function whose backward recomputes through the variant's
-float reference (attention_zoo) with autograd.
+The zoo's launchers (attention_zoo/_common.py) wrap `linear_forward` in
+kernels.triton_softmax.ReferenceBackward with the variant's reference and feature map,
+which they pass in: nothing here imports the zoo.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.triton_softmax import ReferenceBackward, check_triton_inputs, head_dim_split
+from kernels.triton_softmax import head_dim_split
 
 PHI_IDENTITY = 0
 PHI_RELU = 1
@@ -402,73 +403,11 @@ def linear_forward(
     return out
 
 
-def _check_features(fn: str, phi_q: torch.Tensor) -> None:
+def check_features(fn: str, phi_q: torch.Tensor) -> None:
+    """Raises ValueError naming the launcher `fn` when the feature dim is wider than the
+    kernels take."""
     if phi_q.shape[-1] > MAX_FEATURES:
         raise ValueError(
             f"{fn}: feature dim must be <= {MAX_FEATURES}, got {phi_q.shape[-1]} "
             f"(features of shape {tuple(phi_q.shape)}); use impl='reference'"
         )
-
-
-def _fused(fn_name: str, variant: str, phi: str, q, k, v, eps: float, **feature_opts):
-    import attention_zoo as az
-
-    check_triton_inputs(fn_name, q, k, v)
-    reference = az.get(variant).reference_fn
-    p = feature_opts.get("p", 1.0)
-    return ReferenceBackward.apply(
-        lambda q_, k_, v_: linear_forward(q_, k_, v_, eps, phi, p),
-        lambda q_, k_, v_: reference(q_, k_, v_, eps=eps, **feature_opts),
-        q,
-        k,
-        v,
-    )
-
-
-def _featured(fn_name: str, variant: str, q, k, v, eps: float, **feature_opts):
-    """Features computed outside (the variant's feature_fn, fp32), identity path inside."""
-    import attention_zoo as az
-
-    check_triton_inputs(fn_name, q, k, v)
-    var = az.get(variant)
-
-    def forward(q_, k_, v_):
-        phi_q, phi_k = var.feature_fn(q_, k_, **feature_opts)
-        _check_features(fn_name, phi_q)
-        return linear_forward(phi_q, phi_k, v_, eps, "identity")
-
-    return ReferenceBackward.apply(
-        forward,
-        lambda q_, k_, v_: var.reference_fn(q_, k_, v_, eps=eps, **feature_opts),
-        q,
-        k,
-        v,
-    )
-
-
-def relu_linear_triton(q, k, v, eps):
-    """ReLU linear attention. q, k: (B, H, Nq|Nk, D); v: (B, H, Nk, Dv) -> (B, H, Nq, Dv)."""
-    return _fused("relu_linear_triton", "relu_linear", "relu", q, k, v, eps)
-
-
-def elu_linear_triton(q, k, v, eps):
-    """ELU + 1 linear attention. q, k: (B, H, Nq|Nk, D); v: (B, H, Nk, Dv) -> (B, H, Nq, Dv)."""
-    return _fused("elu_linear_triton", "elu_linear", "elu", q, k, v, eps)
-
-
-def focused_linear_triton(q, k, v, eps, p):
-    """Focused linear attention (power p). q, k: (B, H, Nq|Nk, D); v: (B, H, Nk, Dv)
-    -> (B, H, Nq, Dv)."""
-    return _fused("focused_linear_triton", "focused_linear", "focused", q, k, v, eps, p=p)
-
-
-def cosformer_triton(q, k, v, eps):
-    """cosFormer: (B, H, N, 2D) features from the variant's feature_fn, identity kernel.
-    q, k: (B, H, Nq|Nk, D); v: (B, H, Nk, Dv) -> (B, H, Nq, Dv)."""
-    return _featured("cosformer_triton", "cosformer", q, k, v, eps)
-
-
-def performer_triton(q, k, v, eps, features, seed):
-    """Performer (FAVOR+): (B, H, N, features) positive random features from the variant's
-    feature_fn, identity kernel. q, k: (B, H, Nq|Nk, D); v: (B, H, Nk, Dv) -> (B, H, Nq, Dv)."""
-    return _featured("performer_triton", "performer", q, k, v, eps, features=features, seed=seed)

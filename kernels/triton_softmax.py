@@ -12,13 +12,12 @@ Any N works (masked tails). Head dims 16..128 are split into a power-of-two part
 padded remainder inside the kernel (72 = 64 + 16 with 8 masked columns), so the inputs are
 never copied or padded and a non-power-of-two head dim pays for 80 columns, not 128.
 
-The forward sits in an autograd.Function whose backward recomputes through the float
-reference (attention_zoo) with autograd.
+`ReferenceBackward` pairs a forward with a backward that recomputes through a float
+reference with autograd; the caller (attention_zoo) passes both, so nothing here imports
+the zoo.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import triton
@@ -414,53 +413,3 @@ class ReferenceBackward(torch.autograd.Function):
             wrt = [t for t, n in zip(inputs, needs, strict=True) if n]
             grads = iter(torch.autograd.grad(out, wrt, grad_out))
         return None, None, *(next(grads) if n else None for n in needs)
-
-
-def softmax_triton(q, k, v, scale=None, chunk=None):
-    """softmax(q k^T * scale) v. q, k: (B, H, Nq|Nk, D); v: (B, H, Nk, Dv) -> (B, H, Nq, Dv).
-    `chunk` only bounds the reference's memory and is ignored here."""
-    from attention_zoo.softmax import softmax_attention
-
-    check_triton_inputs("softmax_triton", q, k, v)
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    return ReferenceBackward.apply(
-        lambda q_, k_, v_: attention_forward(q_, k_, v_, "softmax", scale),
-        lambda q_, k_, v_: softmax_attention(q_, k_, v_, scale=scale),
-        q,
-        k,
-        v,
-    )
-
-
-def softmax_frame_triton(q, k, v, grid, scale=None):
-    """Softmax within each latent frame. q, k: (B, H, N, D); v: (B, H, N, Dv);
-    grid = (T, H, W) with T*H*W = N, tokens in (t, y, x) order -> (B, H, N, Dv)."""
-    from attention_zoo.softmax_frame import frame_softmax_attention
-
-    check_triton_inputs("softmax_frame_triton", q, k, v)
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    frame = grid[1] * grid[2]
-    return ReferenceBackward.apply(
-        lambda q_, k_, v_: attention_forward(q_, k_, v_, "frame", scale, frame=frame),
-        lambda q_, k_, v_: frame_softmax_attention(q_, k_, v_, grid=grid, scale=scale),
-        q,
-        k,
-        v,
-    )
-
-
-def sigmoid_triton(q, k, v, scale=None, bias=None, chunk=None):
-    """sigmoid(q k^T * scale + bias) v, bias defaulting to -log(Nk).
-    q, k: (B, H, Nq|Nk, D); v: (B, H, Nk, Dv) -> (B, H, Nq, Dv). `chunk` is ignored."""
-    from attention_zoo.sigmoid import sigmoid_attention
-
-    check_triton_inputs("sigmoid_triton", q, k, v)
-    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    bias = -math.log(k.shape[-2]) if bias is None else bias
-    return ReferenceBackward.apply(
-        lambda q_, k_, v_: attention_forward(q_, k_, v_, "sigmoid", scale, bias=bias),
-        lambda q_, k_, v_: sigmoid_attention(q_, k_, v_, scale=scale, bias=bias),
-        q,
-        k,
-        v,
-    )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+
+import pytest
 import torch
 
 
@@ -35,3 +38,23 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     den = ref.norm().item()
     num = (out - ref).norm().item()
     return num / den if den > 0 else num
+
+
+@contextlib.contextmanager
+def poisoned_empty():
+    """torch.empty / empty_like return NaN-filled float tensors, so an output element (or a
+    partial state) a kernel never writes cannot pass."""
+    real_empty, real_empty_like = torch.empty, torch.empty_like
+
+    def empty(*args, **kwargs):
+        t = real_empty(*args, **kwargs)
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+
+    def empty_like(*args, **kwargs):
+        t = real_empty_like(*args, **kwargs)
+        return t.fill_(float("nan")) if t.is_floating_point() else t
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch, "empty", empty)
+        mp.setattr(torch, "empty_like", empty_like)
+        yield

@@ -31,18 +31,6 @@ CASES = [
 FP32_FLOOR = 1e-6
 
 
-def to_cf(x: torch.Tensor) -> torch.Tensor:
-    """(B, H, N, D) -> (B, H*D, 1, N), channel h*D + d = head h, feature d."""
-    b, h, n, d = x.shape
-    return x.permute(0, 1, 3, 2).reshape(b, h * d, 1, n)
-
-
-def from_cf(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """(B, H*D, 1, N) -> (B, H, N, D)."""
-    b, c, _, n = x.shape
-    return x.reshape(b, heads, c // heads, n).permute(0, 1, 3, 2)
-
-
 def case_inputs(var, case, dtype, seed=0):
     B, H, nq, nk, D, Dv, chunk = case
     q, _, _ = make_qkv(B, H, nq, D, dtype=torch.float64, seed=seed)
@@ -72,10 +60,12 @@ CHUNKED = [name for name in ANE_VARIANTS if "chunk" in az.get(name).defaults]
 
 def run_ane(var, q, k, v, opts):
     heads = q.shape[1]
-    out = var.ane(to_cf(q), to_cf(k), to_cf(v), heads, **opts)
+    out = var.ane(
+        az.to_channels_first(q), az.to_channels_first(k), az.to_channels_first(v), heads, **opts
+    )
     assert out.shape == (q.shape[0], heads * v.shape[-1], 1, q.shape[2])
     assert out.dtype == q.dtype
-    return from_cf(out, heads)
+    return az.from_channels_first(out, heads)
 
 
 @pytest.mark.parametrize(("name", "case"), PAIRS)
@@ -106,7 +96,7 @@ def test_ane_float32_obeys_tolerance_rule(name, case, poison_empty):
 @pytest.mark.parametrize("name", CHUNKED)
 def test_chunked_equals_unchunked(name):
     var = az.get(name)
-    q, k, v = (to_cf(t) for t in make_qkv(1, 2, 45, 16, dtype=torch.float64))
+    q, k, v = (az.to_channels_first(t) for t in make_qkv(1, 2, 45, 16, dtype=torch.float64))
     whole = var.ane(q, k, v, 2, chunk=None)
     for chunk in (1, 7, 44, 45, 1000):
         assert torch.allclose(var.ane(q, k, v, 2, chunk=chunk), whole, rtol=1e-12, atol=1e-14)
@@ -124,7 +114,7 @@ def test_zero_feature_query_gives_zero_like_reference():
 
 def test_performer_projection_changes_with_seed():
     var = az.get("performer")
-    q, k, v = (to_cf(t) for t in make_qkv(1, 1, 20, 8, dtype=torch.float64))
+    q, k, v = (az.to_channels_first(t) for t in make_qkv(1, 1, 20, 8, dtype=torch.float64))
     a = var.ane(q, k, v, 1, seed=0, features=16)
     b = var.ane(q, k, v, 1, seed=1, features=16)
     assert not torch.allclose(a, b)
@@ -177,3 +167,21 @@ def test_ane_form_structure(name):
     assert not any(("view" in t or "reshape" in t) for t in targets), targets
     n_transposes = sum(("transpose" in t or "permute" in t) for t in targets)
     assert 1 <= n_transposes <= heads
+
+
+def test_heads_is_accepted_positionally_and_by_keyword_everywhere():
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2 * 16, 1, 10, generator=gen) for _ in range(3))
+    var = az.get("relu_linear")
+    outs = [
+        var.ane(q, k, v, 2),
+        var.ane(q, k, v, heads=2),
+        az.attention(q, k, v, variant="relu_linear", impl="ane", heads=2),
+        az.attention(q, k, v, 2, variant="relu_linear", impl="ane"),
+    ]
+    for o in outs[1:]:
+        assert torch.equal(o, outs[0])
+    with pytest.raises(TypeError, match="heads given twice"):
+        var.ane(q, k, v, 2, heads=2)
+    with pytest.raises(TypeError, match="only with impl='ane'"):
+        az.attention(q, k, v, 2, variant="relu_linear", impl="reference")

@@ -8,7 +8,7 @@ import pytest
 
 import attention_zoo as az
 from mobileattn.cli import build_parser, main
-from mobileattn.tables import markdown_table, text_table
+from study.tables import markdown_table, text_table
 
 
 def test_no_command_prints_help_and_fails(capsys):
@@ -126,7 +126,7 @@ def test_bench_then_search_from_files(tmp_path, capsys):
     ("argv", "message"),
     [
         (["bench", "--preset", "huge"], "--preset must be one of"),
-        (["bench", "--grid", "3x23"], "grid must look like TxHxW"),
+        (["bench", "--grid", "3x23"], "--grid must be TxHxW with three positive ints"),
         (["bench", "--preset", "tiny", "--backend", "tpu"], "backend must be one of"),
         (["bench", "--preset", "tiny", "--patterns", "L,S,S"], "one variant per block"),
         (["quality", "--variants", "flash"], "unknown attention variant 'flash'"),

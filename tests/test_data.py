@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from hybrid_dit.data import (
+from study.task import (
     CAMERA_SPEED,
     DEFAULT_VIDEO,
     OBJECT_SPEED,

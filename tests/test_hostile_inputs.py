@@ -29,11 +29,11 @@ import attention_zoo as az
 from export import ane_lint, run_mil, to_coreml, to_onnx
 from export.mil import MILFormatError
 from hybrid_dit import PRESETS, DiTConfig, HybridDiT, parse_pattern, sample, to_ane
-from hybrid_dit import data as D
-from hybrid_dit import search as S
-from hybrid_dit.quality import load_model
 from mobileattn.cli import main
-from mobileattn.study import StudyConfig
+from study import search as S
+from study import task as D
+from study.driver import StudyConfig
+from study.models import load_model
 
 TINY = PRESETS["tiny"]  # in_channels 4, depth 2, hidden 32 = 2 x 16, attention L,S
 
@@ -327,7 +327,7 @@ CASES = [
     cli("run-flag", lambda c: ["run", "--bogus"], r"unrecognized arguments: --bogus"),
     cli("zoo-flag", lambda c: ["zoo", "--bogus"], r"unrecognized arguments: --bogus"),
     cli("bench-preset", lambda c: ["bench", "--preset", "huge"], r"--preset must be one of mobilei2v, small, tiny, got 'huge'"),
-    cli("bench-grid", lambda c: ["bench", "--grid", "3x0x4"], r"grid must look like TxHxW with positive ints .*got '3x0x4'"),
+    cli("bench-grid", lambda c: ["bench", "--grid", "3x0x4"], r"--grid must be TxHxW with three positive ints .*got '3x0x4'"),
     cli("bench-repeats", lambda c: ["bench", "--repeats", "0"], r"--repeats must be >= 1, got 0"),
     cli("bench-repeats-int", lambda c: ["bench", "--repeats", "x"], r"argument --repeats: invalid int value: 'x'"),
     cli("bench-variants", lambda c: ["bench", "--variants", "flash"], r"--variants: unknown attention variant 'flash'"),
@@ -376,19 +376,20 @@ class HeavyWorkStarted(BaseException):
 @pytest.fixture
 def tripwires(monkeypatch):
     import bench.latency
-    import hybrid_dit.quality
-    import mobileattn.commands.export
-    import mobileattn.study
+    import export.bundle
+    import study.dataset
+    import study.driver
+    import study.training
 
     def trip(*args, **kwargs):
         raise HeavyWorkStarted("validation let the case through to real work")
 
-    monkeypatch.setattr(mobileattn.study.Study, "__init__", trip)
+    monkeypatch.setattr(study.driver.Study, "__init__", trip)
     for mod, name in (
         (bench.latency, "block_table"),
-        (hybrid_dit.quality, "load_task"),
-        (hybrid_dit.quality, "train_teacher"),
-        (mobileattn.commands.export, "onnx_stage"),
+        (study.dataset, "load_task"),
+        (study.training, "train_teacher"),
+        (export.bundle, "onnx_stage"),
     ):
         monkeypatch.setattr(mod, name, trip)
 

@@ -265,10 +265,8 @@ def test_twin_loads_the_same_state_dict_and_is_channels_first():
     )
 
 
-@pytest.mark.parametrize("variant", ALL_VARIANTS)
+@pytest.mark.parametrize("variant", [v for v in ALL_VARIANTS if az.get(v).ane is not None])
 def test_twin_with_the_zoo_ane_form_equals_the_model(variant):
-    if az.get(variant).ane is None:
-        pytest.skip(f"{variant} has no ANE form registered (ane_path is None)")
     cfg = TINY.replace(patch_size=2, attention=f"{variant},softmax")
     model = perturbed(cfg)
     x, t, ff, motion = inputs(cfg, 2, 3, 6, 10)

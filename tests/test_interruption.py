@@ -5,7 +5,7 @@ and compared with an uninterrupted run.
 Checked: (a) the resumed runs reuse every measurement finished before a kill (their tables
 mark it `cached`); (b) no JSON, safetensors, ONNX or Core ML file under the output and cache
 folders is half-written, and no temporary file is left (a later run removes a killed one's
-temporaries, `mobileattn.io.remove_stale_temps`); (c) the final tables and report equal an
+temporaries, `export.files.remove_stale_temps`); (c) the final tables and report equal an
 uninterrupted run's: every quality number (seeded) identical, the report identical once
 the numbers measured live (load average, GEMM rate, bandwidth, onnxruntime time, stage
 times), the date, the paths and the cache marks are masked.
@@ -30,10 +30,11 @@ from pathlib import Path
 
 import pytest
 
+from export.files import atomic_path, remove_stale_temps, temp_prefix
 from hybrid_dit import PRESETS
-from hybrid_dit.data import VideoSpec
-from hybrid_dit.quality import TaskSpec, train_teacher
-from mobileattn.io import atomic_path, remove_stale_temps, temp_prefix
+from study.dataset import TaskSpec
+from study.task import VideoSpec
+from study.training import train_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 LATENCY_STAGES = ("zoo-reference", "block", "overhead", "model")

@@ -4,15 +4,14 @@ axis, transposes) and a clean channels-first program passes."""
 
 from __future__ import annotations
 
+import coremltools as ct
 import numpy as np
 import pytest
+from coremltools.converters.mil import Builder as mb
+from coremltools.converters.mil.mil import types
 
-ct = pytest.importorskip("coremltools")
-from coremltools.converters.mil import Builder as mb  # noqa: E402
-from coremltools.converters.mil.mil import types  # noqa: E402
-
-from export.lint import MAX_DIM, ane_lint  # noqa: E402
-from mobileattn.cli import main  # noqa: E402
+from export.lint import MAX_DIM, ane_lint
+from mobileattn.cli import main
 
 
 def _convert(prog, precision=ct.precision.FLOAT16):

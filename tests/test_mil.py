@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import shutil
 
+import coremltools as ct
 import numpy as np
 import pytest
 import torch
+from coremltools.converters.mil import Builder as mb
+from coremltools.converters.mil.mil import Function
 
-ct = pytest.importorskip("coremltools")
-from coremltools.converters.mil import Builder as mb  # noqa: E402
-from coremltools.converters.mil.mil import Function  # noqa: E402
-
-from export.mil import (  # noqa: E402
+from export.mil import (
     MILFormatError,
     UnsupportedOpError,
     load_program,
@@ -386,8 +385,9 @@ def test_blob_weights_round_trip(weighted_package):
 
 
 def test_blob_reader_agrees_with_coremltools(weighted_package):
-    reader_mod = pytest.importorskip("coremltools.libmilstoragepython")
-    from export.mil import _Weights
+    import coremltools.libmilstoragepython as reader_mod
+
+    from export.mil.program import _Weights
 
     path, _ = weighted_package
     prog = load_program(path)

@@ -38,23 +38,21 @@ ROOT = Path(__file__).resolve().parents[1]
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def to_cf(x: torch.Tensor) -> torch.Tensor:
-    """(B, H, N, D) -> channels-first (B, H*D, 1, N)."""
-    b, h, n, d = x.shape
-    return x.permute(0, 1, 3, 2).reshape(b, h * d, 1, n)
-
-
-def from_cf(x: torch.Tensor, heads: int) -> torch.Tensor:
-    b, c, _, n = x.shape
-    return x.reshape(b, heads, c // heads, n).permute(0, 1, 3, 2)
-
-
 def run(var, impl, q, k, v, **opts) -> torch.Tensor:
     if impl == "reference":
         return var.reference(q, k, v, **opts)
     if impl == "triton":
         return var.triton(q, k, v, **opts)
-    return from_cf(var.ane(to_cf(q), to_cf(k), to_cf(v), q.shape[1], **opts), q.shape[1])
+    return az.from_channels_first(
+        var.ane(
+            az.to_channels_first(q),
+            az.to_channels_first(k),
+            az.to_channels_first(v),
+            q.shape[1],
+            **opts,
+        ),
+        q.shape[1],
+    )
 
 
 def impl_cases(variants, dtypes=DTYPES):

@@ -7,13 +7,12 @@ import re
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 
 from export import to_onnx
 from hybrid_dit import PRESETS, HybridDiT
-
-ort = pytest.importorskip("onnxruntime")
 
 
 def rel_err(out: np.ndarray, ref: np.ndarray) -> float:

@@ -56,7 +56,6 @@ The number of distinct examples per variant and implementation is printed by the
 from __future__ import annotations
 
 import collections
-import contextlib
 import math
 import os
 
@@ -71,7 +70,7 @@ from hypothesis import strategies as st
 
 import attention_zoo as az
 import attention_zoo._common as zoo_common
-from tests.helpers import grid_for
+from tests.helpers import grid_for, poisoned_empty
 
 EXAMPLES = 200  # distinct examples required per (variant, impl)
 MAX_EXAMPLES = 215  # Hypothesis repeats a few (the simplest example first): 200+ distinct
@@ -122,38 +121,6 @@ def make_inputs(ex) -> tuple[torch.Tensor, ...]:
     )
 
 
-def to_cf(x: torch.Tensor) -> torch.Tensor:
-    """(B, H, N, D) -> channels-first (B, H*D, 1, N), channel h*D + d = head h, feature d."""
-    b, h, n, d = x.shape
-    return x.permute(0, 1, 3, 2).reshape(b, h * d, 1, n)
-
-
-def from_cf(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """(B, H*D, 1, N) -> (B, H, N, D)."""
-    b, c, _, n = x.shape
-    return x.reshape(b, heads, c // heads, n).permute(0, 1, 3, 2)
-
-
-@contextlib.contextmanager
-def poisoned_empty():
-    """torch.empty / empty_like return NaN-filled float tensors, so an output element (or a
-    partial state) a kernel never writes cannot pass."""
-    real_empty, real_empty_like = torch.empty, torch.empty_like
-
-    def empty(*args, **kwargs):
-        t = real_empty(*args, **kwargs)
-        return t.fill_(float("nan")) if t.is_floating_point() else t
-
-    def empty_like(*args, **kwargs):
-        t = real_empty_like(*args, **kwargs)
-        return t.fill_(float("nan")) if t.is_floating_point() else t
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(torch, "empty", empty)
-        mp.setattr(torch, "empty_like", empty_like)
-        yield
-
-
 def run_impl(var, impl, q, k, v, opts) -> torch.Tensor:
     if impl == "reference":
         return var.reference(q, k, v, **opts)
@@ -161,9 +128,11 @@ def run_impl(var, impl, q, k, v, opts) -> torch.Tensor:
         with poisoned_empty():
             return var.triton(q, k, v, **opts)
     heads = q.shape[1]
-    out = var.ane(to_cf(q), to_cf(k), to_cf(v), heads, **opts)
+    out = var.ane(
+        az.to_channels_first(q), az.to_channels_first(k), az.to_channels_first(v), heads, **opts
+    )
     assert out.shape == (q.shape[0], heads * v.shape[-1], 1, q.shape[2])
-    return from_cf(out, heads)
+    return az.from_channels_first(out, heads)
 
 
 def plain(var, q, k, v, opts, mean_state: bool = False) -> torch.Tensor:

@@ -10,7 +10,7 @@ from fractions import Fraction
 
 import pytest
 
-from hybrid_dit.search import (
+from study.search import (
     Budget,
     ParetoPoint,
     SearchResult,

@@ -8,11 +8,13 @@ import json
 import pytest
 
 from hybrid_dit import PRESETS
-from hybrid_dit.data import VideoSpec
-from hybrid_dit.quality import TaskSpec, load_model, train_teacher
-from mobileattn.cache import Cache
-from mobileattn.report import write_report
-from mobileattn.study import Study, StudyConfig
+from study.cache import Cache
+from study.dataset import TaskSpec
+from study.driver import Study, StudyConfig
+from study.models import load_model
+from study.report import write_report
+from study.task import VideoSpec
+from study.training import train_teacher
 
 MICRO_VIDEO = VideoSpec(frames=2, height=12, width=16, factor=4)  # latent 48 x 2 x 3 x 4
 
@@ -88,6 +90,18 @@ def test_micro_study_end_to_end(tmp_path, micro_teacher):
     # within one run, only whole-model latencies measured for the latency table are reused
     # by the configs built for real
     assert set(cache.hits) <= {"model"} and cache.misses
+
+    # each stage re-runs from the files the study wrote: the search from latency.json (one
+    # block table per backend, --backend picks) and quality.json
+    from mobileattn.cli import main
+
+    argv = ["search", "--latency", str(out / "latency.json"), "--quality"]
+    argv += [str(out / "quality.json"), "--budget", f"{s['budget_ms']!r}ms"]
+    assert main([*argv, "--backend", "torch-cpu", "--out", str(tmp_path / "s.json")]) == 0
+    again_s = json.loads((tmp_path / "s.json").read_text())
+    assert again_s["best"]["config"] == s["best"]["config"]
+    assert [p["config"] for p in again_s["front"]] == [p["config"] for p in s["front"]]
+    assert main(argv) == 2  # two block tables and no --backend: a clear error, not a guess
 
     # a second run on the same machine reuses every measurement
     again = Study(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mobileattn.tables import text_table
+from study.tables import text_table
 
 
 def add_parser(sub) -> None:
@@ -35,14 +35,13 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     import attention_zoo as az
-    from bench.latency import block_table, check_backend, machine_block, model_table, parse_grid
-    from hybrid_dit import PRESETS
-    from mobileattn.io import check_out_file
-    from mobileattn.study import reference_patterns
+    from bench.latency import block_table, check_backend, machine_block, model_table
+    from export.files import check_out_file
+    from hybrid_dit import PRESETS, parse_grid, reference_patterns
 
     if args.preset not in PRESETS:
         raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {args.preset!r}")
-    grid = parse_grid(args.grid)
+    grid = parse_grid(args.grid, "--grid")
     check_backend(args.backend)
     for name in ("repeats", "model_repeats"):
         if getattr(args, name) < 1:
@@ -117,7 +116,7 @@ def run(args) -> int:
             )
         )
     if args.out is not None:
-        from mobileattn.io import write_json
+        from export.files import write_json
 
         print(f"wrote {write_json(args.out, result)}")
     return 0

@@ -23,16 +23,11 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     import attention_zoo as az
-    from hybrid_dit.data import VideoSpec
-    from hybrid_dit.quality import (
-        TEACHER_PATH,
-        TaskSpec,
-        load_model,
-        load_task,
-        record_activations,
-        swap_table,
-    )
-    from mobileattn.io import check_out_file
+    from export.files import check_out_file
+    from study.dataset import TaskSpec, load_task
+    from study.distill import record_activations, swap_table
+    from study.models import TEACHER_PATH, load_model
+    from study.task import VideoSpec
 
     check_out_file(args.out)
     variants = [az.get(v.strip()).name for v in args.variants.split(",") if v.strip()]
@@ -75,7 +70,7 @@ def run(args) -> int:
             f"PSNR {e['delta_psnr']:+.2f} dB"
         )
     if args.out is not None:
-        from mobileattn.io import write_json
+        from export.files import write_json
 
         print(f"wrote {write_json(args.out, table)}")
     return 0

@@ -1,4 +1,4 @@
-"""`mobileattn run`: the whole study on the embedded default (mobileattn.study), then the
+"""`mobileattn run`: the whole study on the embedded default (study.driver), then the
 report. `--full` runs the whole sweep instead of the quick default."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def add_parser(sub) -> None:
         "--config",
         type=Path,
         default=None,
-        help="JSON file of study settings (fields of mobileattn.study.StudyConfig; missing "
+        help="JSON file of study settings (fields of study.driver.StudyConfig; missing "
         "fields take the quick default's values)",
     )
     p.add_argument("--no-export", action="store_true", help="skip the export stage")
@@ -57,10 +57,10 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from hybrid_dit.search import Budget
-    from mobileattn.cache import Cache
-    from mobileattn.report import write_report
-    from mobileattn.study import Study, StudyConfig
+    from study.cache import Cache
+    from study.driver import Study, StudyConfig
+    from study.report import write_report
+    from study.search import Budget
 
     if args.config is not None:
         if args.full:

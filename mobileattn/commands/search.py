@@ -1,6 +1,7 @@
 """`mobileattn search`: tables in, config out. Reads a latency table (`mobileattn bench
---out`) and a quality table (`mobileattn quality --out`), prints the Pareto front and the
-best config under the budget."""
+--out`, or the `latency.json` of a `mobileattn run` folder, which holds one block table per
+backend: `--backend` picks one) and a quality table (`mobileattn quality --out`, or the
+run's `quality.json`), prints the Pareto front and the best config under the budget."""
 
 from __future__ import annotations
 
@@ -10,8 +11,24 @@ from pathlib import Path
 
 def add_parser(sub) -> None:
     p = sub.add_parser("search", help="choose one attention variant per block under a budget")
-    p.add_argument("--latency", type=Path, required=True, help="JSON from `mobileattn bench`")
-    p.add_argument("--quality", type=Path, required=True, help="JSON from `mobileattn quality`")
+    p.add_argument(
+        "--latency",
+        type=Path,
+        required=True,
+        help="JSON from `mobileattn bench --out`, or a run folder's latency.json",
+    )
+    p.add_argument(
+        "--quality",
+        type=Path,
+        required=True,
+        help="JSON from `mobileattn quality --out`, or a run folder's quality.json",
+    )
+    p.add_argument(
+        "--backend",
+        default=None,
+        help="which block table of a run's latency.json (torch-cpu, onnxruntime-cpu, cuda); "
+        "needed when it holds several",
+    )
     p.add_argument("--budget", default=None, help='"40ms", "0.5x" (of all softmax) or "50%%"')
     p.add_argument("--out", type=Path, default=None, help="JSON output file")
     p.set_defaults(func=run)
@@ -26,17 +43,44 @@ def _load(path: Path, what: str) -> dict:
         raise ValueError(f"--{what}: {path} is not valid JSON ({e})") from None
 
 
+def block_table_of(lat_json: dict, backend: str | None) -> dict:
+    """The block table in a latency file: `mobileattn bench` writes one under "blocks";
+    `mobileattn run` writes {backend: table} there, and `backend` chooses."""
+    blocks = lat_json["blocks"]
+    if "depth" in blocks:  # one table (mobileattn bench)
+        if backend is not None and blocks.get("backend") != backend:
+            raise ValueError(
+                f"--backend {backend}: the --latency file holds only {blocks.get('backend')}"
+            )
+        return blocks
+    tables = {k: v for k, v in blocks.items() if isinstance(v, dict) and "depth" in v}
+    if not tables:
+        raise KeyError("blocks")
+    if backend is None:
+        if len(tables) > 1:
+            raise ValueError(
+                f"--latency holds block tables for {', '.join(tables)}; choose one with --backend"
+            )
+        return next(iter(tables.values()))
+    if backend not in tables:
+        raise ValueError(
+            f"--backend must be one of the tables in --latency ({', '.join(tables)}), "
+            f"got {backend!r}"
+        )
+    return tables[backend]
+
+
 def run(args) -> int:
     from bench.latency import per_block_latency
-    from hybrid_dit.config import format_pattern
-    from hybrid_dit.quality import quality_loss_table
-    from hybrid_dit.search import search
-    from mobileattn.io import check_out_file
+    from export.files import check_out_file
+    from hybrid_dit import format_pattern
+    from study.distill import quality_loss_table
+    from study.search import search
 
     check_out_file(args.out)
     lat_json, q_json = _load(args.latency, "latency"), _load(args.quality, "quality")
     try:
-        blocks = lat_json["blocks"]
+        blocks = block_table_of(lat_json, args.backend)
         depth = blocks["depth"]
         lat = per_block_latency(blocks)
         qual = quality_loss_table(q_json, len(q_json["teacher"]["attention"]))
@@ -60,7 +104,7 @@ def run(args) -> int:
             f"\nbest under {res.budget} ({res.budget_ms:.1f} ms): {format_pattern(res.best.config)}"
         )
     if args.out is not None:
-        from mobileattn.io import write_json
+        from export.files import write_json
 
         print(f"wrote {write_json(args.out, res.to_dict())}")
     return 0

@@ -10,11 +10,11 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    from hybrid_dit.quality import TEACHER_PATH
+    from study.models import TEACHER_PATH
 
     p = sub.add_parser("train-teacher", help="train the quality study's all-softmax teacher")
     p.add_argument("--out", type=Path, default=TEACHER_PATH, help=f"(default: {TEACHER_PATH})")
-    p.add_argument("--steps", type=int, default=2000, help="optimizer steps (default: 2000)")
+    p.add_argument("--steps", type=int, default=1500, help="optimizer steps (default: 1500)")
     p.add_argument("--batch", type=int, default=8, help="clips per step (default: 8)")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: 2e-3)")
     p.add_argument("--seed", type=int, default=0, help="seed of init, data order, noise")
@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from hybrid_dit.quality import train_teacher
+    from study.training import train_teacher
 
     for name in ("steps", "batch"):
         if getattr(args, name) < 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import attention_zoo as az
-from mobileattn.tables import text_table
+from study.tables import text_table
 
 
 def add_parser(sub) -> None:

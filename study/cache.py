@@ -17,7 +17,7 @@ import platform
 from collections.abc import Callable
 from pathlib import Path
 
-from mobileattn.io import remove_stale_temps, write_json
+from export.files import remove_stale_temps, write_json
 
 
 def machine_id() -> str:

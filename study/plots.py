@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from mobileattn.io import atomic_path
+from export.files import atomic_path
 
 
 def _pyplot():

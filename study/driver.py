@@ -2,7 +2,7 @@
 quality tables against the teacher, the search, configs built for real, export, report.
 
 Each stage writes its table as JSON into the run folder (atomically). Every single
-measurement goes through the per-machine cache (mobileattn.cache), so a re-run reuses
+measurement goes through the per-machine cache (study.cache), so a re-run reuses
 them (unless fresh) and a killed run resumes from its last finished measurement.
 """
 
@@ -16,15 +16,9 @@ from pathlib import Path
 
 import torch
 
-from mobileattn.cache import Cache
-from mobileattn.io import remove_stale_temps, write_json
-
-
-def mobilei2v_pattern(depth: int) -> tuple[str, ...]:
-    """MobileI2V's hybrid at any depth: relu_linear everywhere except a softmax block closing
-    each half (depth 16: L*7, S, L*7, S)."""
-    softmax_at = {depth // 2 - 1, depth - 1}
-    return tuple("softmax" if i in softmax_at else "relu_linear" for i in range(depth))
+from export.files import remove_stale_temps, write_json
+from hybrid_dit import mobilei2v_pattern, reference_patterns
+from study.cache import Cache
 
 
 @dataclass(frozen=True)
@@ -114,7 +108,7 @@ def _validate(c: StudyConfig) -> None:
     import attention_zoo as az
     from bench.latency import BACKENDS
     from hybrid_dit import PRESETS
-    from hybrid_dit.search import Budget
+    from study.search import Budget
 
     def pos_int(name, v, minimum=1):
         if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
@@ -260,11 +254,7 @@ class Study:
                     self.cfg.latency_preset,
                     self.cfg.latency_grid,
                     backend,
-                    patterns=(
-                        ("softmax",) * depth,
-                        mobilei2v_pattern(depth),
-                        ("relu_linear",) * depth,
-                    ),
+                    patterns=reference_patterns(depth),
                     blocks=out["blocks"][backend],
                     repeats=self.cfg.model_repeats,
                     progress=self.progress,
@@ -276,14 +266,10 @@ class Study:
 
     def _quality_setup(self):
         if not hasattr(self, "_q"):
-            from hybrid_dit.data import VideoSpec
-            from hybrid_dit.quality import (
-                TEACHER_PATH,
-                TaskSpec,
-                load_model,
-                load_task,
-                record_activations,
-            )
+            from study.dataset import TaskSpec, load_task
+            from study.distill import record_activations
+            from study.models import TEACHER_PATH, load_model
+            from study.task import VideoSpec
 
             teacher, meta = load_model(self.cfg.teacher or TEACHER_PATH)
             task = meta.get("task", {})
@@ -301,7 +287,8 @@ class Study:
         return self._q
 
     def quality(self) -> dict:
-        from hybrid_dit.quality import swap_table
+        from study.distill import swap_table
+        from study.evaluate import copy_baseline_psnr
 
         def run():
             teacher, meta, data, acts = self._quality_setup()
@@ -324,8 +311,8 @@ class Study:
 
     def search(self) -> dict:
         from bench.latency import per_block_latency, predict_ms
-        from hybrid_dit.quality import quality_loss_table
-        from hybrid_dit.search import Budget, config_totals, search
+        from study.distill import quality_loss_table
+        from study.search import Budget, config_totals, search
 
         def run():
             blocks = self.tables["latency"]["blocks"]["torch-cpu"]
@@ -369,7 +356,7 @@ class Study:
     def validate(self) -> dict:
         from bench.latency import model_table
         from hybrid_dit.config import format_pattern
-        from hybrid_dit.search import spearman
+        from study.search import spearman
 
         def run():
             s = self.tables["search"]
@@ -441,9 +428,9 @@ class Study:
         return self._stage("validate", run)
 
     def _build(self, pattern):
-        """`pattern` built for real on the teacher (hybrid_dit.quality.build_config), reusing
+        """`pattern` built for real on the teacher (study.distill.build_config), reusing
         the blocks the quality stage distilled."""
-        from hybrid_dit.quality import build_config
+        from study.distill import build_config
 
         teacher, _, data, acts = self._quality_setup()
         return build_config(
@@ -457,7 +444,9 @@ class Study:
         )
 
     def export(self) -> dict:
-        from mobileattn.commands.export import coreml_stage, example_inputs, onnx_stage
+        from bench.machine import time_fn
+        from export.bundle import coreml_stage, onnx_stage
+        from hybrid_dit import example_inputs
 
         def run():
             data = self._quality_setup()[2]
@@ -475,16 +464,13 @@ class Study:
                 "attention": chosen["attention"],
                 "grid": list(data.grid),
             }
-            res["onnx"] = onnx_stage(model, inputs, folder, None, 5, ref)
+            res["onnx"] = onnx_stage(
+                model, inputs, folder, None, ref, timer=lambda fn: time_fn(fn, repeats=5)
+            )
             res["coreml"] = coreml_stage(model, inputs, folder, "fp16", ref)
             return res
 
         return self._stage("export", run)
-
-
-def reference_patterns(depth: int) -> tuple[tuple[str, ...], ...]:
-    """All softmax, MobileI2V's hybrid, all relu_linear: measured in every run."""
-    return (("softmax",) * depth, mobilei2v_pattern(depth), ("relu_linear",) * depth)
 
 
 def pick_around(front: list[dict], chosen: tuple, k: int) -> list[tuple]:
@@ -495,15 +481,6 @@ def pick_around(front: list[dict], chosen: tuple, k: int) -> list[tuple]:
     i = configs.index(chosen)
     order = sorted(range(len(configs)), key=lambda j: (abs(j - i), j))
     return [configs[j] for j in order[:k]]
-
-
-def copy_baseline_psnr(data) -> float:
-    """PSNR of the trivial prediction "every frame equals the first" on the held-out clips:
-    the floor a model must beat to have learnt any motion."""
-    from hybrid_dit.quality import psnr
-
-    frames = data.test_frames
-    return psnr(frames[:, :, :1].expand_as(frames[:, :, 1:]), frames[:, :, 1:])
 
 
 def finite(x) -> bool:

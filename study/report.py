@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from mobileattn import plots
-from mobileattn.io import write_text
-from mobileattn.tables import markdown_table
+from export.files import write_text
+from study import plots
+from study.tables import markdown_table
 
 
 def _pattern(names) -> str:
@@ -164,13 +164,15 @@ def _quality_section(q) -> list[str]:
     blocks = q["blocks"]
     by = {(e["block"], e["variant"]): e for e in q["entries"]}
     rows = []
+    own = teacher["attention"]
     for i in blocks:
         cells = []
         for v in variants:
             e = by.get((i, v))
-            cells.append(
-                "teacher" if e is None else f"{e['delta_loss']:+.4f} / {e['delta_psnr']:+.2f}"
-            )
+            if e is not None:
+                cells.append(f"{e['delta_loss']:+.4f} / {e['delta_psnr']:+.2f}")
+            else:  # the teacher's own variant is the baseline; anything else was not measured
+                cells.append("(teacher)" if own[i] == v else "missing")
         rows.append([str(i), *cells])
     return [
         "## 3. Quality against the teacher",
