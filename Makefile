@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 
-.PHONY: run test lint format bench bench-gpu clean
+.PHONY: run test lint format bench bench-full bench-gpu distill-curve native-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,20 @@ format: $(STAMP_TEST)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The quick sweep (N = 1024 and MobileI2V's 2760); bench-full: every size in bench/conftest.py.
 bench: $(STAMP_TEST)
+	$(BIN)/python -m pytest bench --benchmark-only --bench-sizes 1024,2760 --benchmark-columns=min,median,iqr,rounds
+
+bench-full: $(STAMP_TEST)
 	$(BIN)/python -m pytest bench --benchmark-only
+
+# Block distillation error vs steps (bench/results/distill-curve.json): where it plateaus.
+distill-curve: $(STAMP_RUN)
+	$(BIN)/python -m study.distill_curve
+
+# Native vs block-wise distilled hybrids (bench/results/native-check.json); RUN=a run folder.
+native-check: $(STAMP_RUN)
+	$(BIN)/python -m study.native_check --run $(RUN)
 
 bench-gpu: $(STAMP_RUN)
 	$(BIN)/python -m bench.gpu

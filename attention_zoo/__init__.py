@@ -20,6 +20,7 @@ from attention_zoo import softmax_frame  # noqa: F401
 
 # isort: on
 from attention_zoo.layout import from_channels_first, to_channels_first
+from attention_zoo.patterns import format_pattern, parse_pattern
 from attention_zoo.registry import IMPLS, KINDS, VARIANTS, Variant, attention, get, triton_usable
 
 __all__ = [
@@ -28,8 +29,10 @@ __all__ = [
     "VARIANTS",
     "Variant",
     "attention",
+    "format_pattern",
     "from_channels_first",
     "get",
+    "parse_pattern",
     "to_channels_first",
     "triton_usable",
 ]

@@ -93,6 +93,33 @@ def featured_linear_triton(fn_name: str, feature_fn, reference_fn, q, k, v, eps,
     )
 
 
+def linear_fast(feature_fn):
+    """Builds a linear variant's fast CPU path from its feature map: the matmul form with V
+    padded by a column of ones, so one matmul per side gives numerator and denominator:
+
+        S1 = phi_k^T [v, 1]   (F x (Dv + 1));   [num, den] = phi_q S1
+
+    Two batched GEMMs and one division in place, no einsum (whose CPU and onnxruntime
+    lowerings transpose their operands). Same math and compute precision as the
+    reference (keys times values first, fp32 or wider)."""
+
+    def fast(q, k, v, eps, **feature_opts):
+        dtype = q.dtype
+        q, k, v = upcast(q, k, v)
+        phi_q, phi_k = feature_fn(q, k, **feature_opts)
+        ones = torch.ones((*v.shape[:-1], 1), dtype=v.dtype, device=v.device)
+        state = phi_k.transpose(-1, -2) @ torch.cat([v, ones], dim=-1)  # (B, H, F, Dv + 1)
+        out = phi_q @ state  # (B, H, Nq, Dv + 1)
+        num, den = out[..., :-1], out[..., -1:]
+        return (num / (den + eps)).to(dtype)
+
+    fast.__doc__ = (
+        "Fast CPU path. q, k: (B, H, Nq|Nk, D); v: (B, H, Nk, Dv) -> (B, H, Nq, Dv). "
+        "Matmul form with V padded by ones (numerator and denominator from one GEMM)."
+    )
+    return fast
+
+
 def linear_reference(feature_fn):
     """Builds a linear variant's reference from its feature map:
     feature_fn(q, k, **feature_opts) -> (phi_q, phi_k) in the compute dtype."""

@@ -45,6 +45,27 @@ def _flops(B, H, N, D, o):
 _REFERENCE = linear_reference(cosformer_features)
 
 
+def cosformer_fast(q, k, v, eps):
+    """Fast path without the 2D-wide feature tensors: phi(x_i) = [r_i c_i, r_i s_i] with c_i,
+    s_i scalars per token, so with v1 = [v, 1] (V padded by ones)
+
+        phi_q S = c_q (r_q S_c) + s_q (r_q S_s),   S_c = r_k^T (c_k v1), S_s = r_k^T (s_k v1)
+
+    two GEMMs of twice the width (the same FLOPs as the 2D-feature form), no concatenated
+    features. q, k: (B, H, Nq|Nk, D); v: (B, H, Nk, Dv) -> (B, H, Nq, Dv)."""
+    dtype = q.dtype
+    q, k, v = upcast(q, k, v)
+    nq, nk, dv = q.shape[-2], k.shape[-2], v.shape[-1]
+    m = max(nq, nk)
+    cq, sq = cos_sin_weights(nq, m, q.dtype, q.device)  # (Nq, 1) each
+    ck, sk = cos_sin_weights(nk, m, k.dtype, k.device)
+    v1 = torch.cat([v, torch.ones((*v.shape[:-1], 1), dtype=v.dtype, device=v.device)], dim=-1)
+    state = torch.relu(k).transpose(-1, -2) @ torch.cat([v1 * ck, v1 * sk], dim=-1)
+    out = torch.relu(q) @ state  # (B, H, Nq, 2 (Dv + 1))
+    out = out[..., : dv + 1] * cq + out[..., dv + 1 :] * sq  # (B, H, Nq, Dv + 1)
+    return (out[..., :-1] / (out[..., -1:] + eps)).to(dtype)
+
+
 def cosformer_triton(q, k, v, eps):
     """cosFormer through the Triton kernel: (B, H, N, 2D) features from cosformer_features,
     the kernel's identity path. q, k: (B, H, Nq|Nk, D); v: (B, H, Nk, Dv) -> (B, H, Nq, Dv)."""
@@ -67,6 +88,7 @@ VARIANT = register(
         summary="ReLU features x [cos, sin] of token position; linear attention",
         defaults={"eps": 1e-8},
         reference_fn=_REFERENCE,
+        fast_fn=cosformer_fast,
         feature_fn=cosformer_features,
         flops_fn=_flops,
         triton_path="attention_zoo.cosformer:cosformer_triton",

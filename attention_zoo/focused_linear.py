@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from attention_zoo._common import linear_reference, linear_triton, upcast
+from attention_zoo._common import linear_fast, linear_reference, linear_triton, upcast
 from attention_zoo.registry import Variant, register
 
 
@@ -26,6 +26,7 @@ def focused_features(q, k, p=3.0):
 
 
 _REFERENCE = linear_reference(focused_features)
+_FAST = linear_fast(focused_features)
 
 
 def focused_linear_triton(q, k, v, eps, p):
@@ -42,6 +43,7 @@ VARIANT = register(
         summary="phi = ||ReLU x|| / ||ReLU(x)^p|| * ReLU(x)^p; linear attention",
         defaults={"eps": 1e-8, "p": 3.0},
         reference_fn=_REFERENCE,
+        fast_fn=_FAST,
         feature_fn=focused_features,
         triton_path="attention_zoo.focused_linear:focused_linear_triton",
         ane_path="kernels.ane_attention:focused_linear_ane",

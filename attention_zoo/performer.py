@@ -12,6 +12,7 @@ import torch
 
 from attention_zoo._common import (
     featured_linear_triton,
+    linear_fast,
     linear_flops,
     linear_reference,
     upcast,
@@ -69,6 +70,7 @@ def _flops(B, H, N, D, o):
 
 
 _REFERENCE = linear_reference(performer_features)
+_FAST = linear_fast(performer_features)
 
 
 def performer_triton(q, k, v, eps, features, seed):
@@ -97,6 +99,7 @@ VARIANT = register(
         summary="FAVOR+ positive random features approximating softmax",
         defaults={"eps": 1e-8, "features": 128, "seed": 0},
         reference_fn=_REFERENCE,
+        fast_fn=_FAST,
         feature_fn=performer_features,
         flops_fn=_flops,
         triton_path="attention_zoo.performer:performer_triton",

@@ -18,7 +18,7 @@ import torch
 from attention_zoo._common import io_bytes, linear_flops, linear_quadratic_form, upcast
 from attention_zoo.checks import check_ane, check_opts, check_qkv
 
-IMPLS = ("reference", "triton", "ane")
+IMPLS = ("reference", "fast", "triton", "ane")
 KINDS = ("softmax", "linear", "softmax_free")
 
 
@@ -63,7 +63,9 @@ class Variant:
         naive_fn: the defining O(N^2) form computed naively, f(q, k, v, **opts) on
             upcast tensors; for tests and docs, never a hot path. Linear variants get it
             from feature_fn when it is not given.
-        triton_path, ane_path: "module:function" of the fast forms, or None.
+        fast_fn: the fastest exact implementation in plain PyTorch (torch's fused SDPA,
+            matmul forms), same signature as reference_fn; what impl="auto" runs on CPU.
+        triton_path, ane_path: "module:function" of the Triton and ANE forms, or None.
     """
 
     name: str
@@ -77,6 +79,7 @@ class Variant:
     required: tuple[str, ...] = ()
     feature_fn: Callable | None = None
     naive_fn: Callable | None = None
+    fast_fn: Callable | None = None
     triton_path: str | None = None
     ane_path: str | None = None
     notes: str = ""
@@ -123,6 +126,14 @@ class Variant:
         o = self.resolve_opts(q, k, opts)
         return self.reference_fn(q, k, v, **o)
 
+    def fast(self, q, k, v, **opts) -> torch.Tensor:
+        """The fastest exact implementation in PyTorch (SDPA, matmul forms): same contract
+        and precision as `reference`, held to FlashAttention's rule against it in the tests.
+        A variant without one falls back to its reference."""
+        check_qkv(q, k, v, same_length=self._needs_same_length)
+        o = self.resolve_opts(q, k, opts)
+        return (self.fast_fn or self.reference_fn)(q, k, v, **o)
+
     @property
     def _needs_same_length(self) -> bool:
         return bool(self.extra.get("same_length", False))
@@ -144,6 +155,8 @@ class Variant:
     def impls(self) -> tuple[str, ...]:
         """Implementations this variant has (whether or not they can run on this machine)."""
         out = ["reference"]
+        if self.fast_fn is not None:
+            out.append("fast")
         if self.triton_path is not None:
             out.append("triton")
         if self.ane_path is not None:
@@ -258,14 +271,18 @@ def attention(q, k, v, *args, variant: str = "softmax", impl: str = "auto", **op
     q, k: (B, H, N, D); v: (B, H, N, Dv) -> (B, H, N, Dv) for "reference" and "triton".
     impl="ane" takes the channels-first layout (B, H*D, 1, N) instead and needs `heads`,
     positionally after v or as heads=, as `Variant.ane` does.
-    impl="auto" picks Triton for CUDA tensors when the variant has a kernel, and the
-    reference (computed the efficient way) otherwise.
+    impl="auto" picks Triton for CUDA tensors the variant's kernel takes, and otherwise the
+    fastest exact PyTorch implementation ("fast": fused SDPA, matmul forms), falling back
+    to the reference for a variant that has none.
     """
     var = get(variant)
     if impl not in (*IMPLS, "auto"):
         raise ValueError(f"impl must be one of {(*IMPLS, 'auto')}, got {impl!r}")
     if impl == "auto":
-        impl = "triton" if _triton_takes(var, q, v) else "reference"
+        if _triton_takes(var, q, v):
+            impl = "triton"
+        else:
+            impl = "fast" if var.fast_fn is not None else "reference"
     if args and impl != "ane":
         raise TypeError(
             f"attention(q, k, v, ...) takes one positional argument after v (heads) only "
@@ -278,6 +295,13 @@ def attention(q, k, v, *args, variant: str = "softmax", impl: str = "auto", **op
         )
     if impl == "reference":
         return var.reference(q, k, v, **opts)
+    if impl == "fast":
+        if var.fast_fn is None:
+            raise NotImplementedError(
+                f"variant {var.name!r} has no 'fast' implementation; it has: "
+                f"{', '.join(var.impls())}"
+            )
+        return var.fast(q, k, v, **opts)
     fn = getattr(var, impl)
     if fn is None:
         raise NotImplementedError(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from attention_zoo._common import linear_reference, linear_triton, upcast
+from attention_zoo._common import linear_fast, linear_reference, linear_triton, upcast
 from attention_zoo.registry import Variant, register
 
 EPS = 1e-8  # MobileI2V's value
@@ -19,6 +19,7 @@ def relu_features(q, k):
 
 
 _REFERENCE = linear_reference(relu_features)
+_FAST = linear_fast(relu_features)
 
 
 def relu_linear_triton(q, k, v, eps):
@@ -35,6 +36,7 @@ VARIANT = register(
         summary="ReLU(q) (ReLU(k)^T v) / (ReLU(q) . sum ReLU(k) + eps)",
         defaults={"eps": EPS},
         reference_fn=_REFERENCE,
+        fast_fn=_FAST,
         feature_fn=relu_features,
         triton_path="attention_zoo.relu_linear:relu_linear_triton",
         ane_path="kernels.ane_attention:relu_linear_ane",

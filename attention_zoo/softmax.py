@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from attention_zoo._common import triton_call, upcast
 from attention_zoo.registry import Variant, default_scale, register
@@ -27,6 +28,33 @@ def softmax_attention(q, k, v, scale=None, chunk=None) -> torch.Tensor:
         s = (qb * scale) @ kt  # (B, H, nb, Nk); scaling q, not the N x N scores
         outs.append(torch.softmax(s, dim=-1) @ v)
     return torch.cat(outs, dim=-2).to(dtype)
+
+
+# torch 2.13's CPU SDPA keeps NaN queries NaN from this many keys up (checked for every
+# length in tests/test_numerical_edges.py).
+SDPA_NAN_SAFE_KEYS = 16
+
+
+def sdpa(q, k, v, scale: float) -> torch.Tensor:
+    """torch's fused scaled_dot_product_attention with NaN queries kept NaN: on CPU, torch
+    2.13's kernel returns a row of zeros for a query holding NaN when the key sequence is
+    shorter than 16 (a silently wrong answer; pytorch issue 141128 reports the same class
+    of bug). There one pass over q finds such rows and sets them to NaN, as the math says;
+    the test is on the shape only, so exporters see a static graph."""
+    out = F.scaled_dot_product_attention(q, k, v, scale=scale)
+    if k.shape[-2] < SDPA_NAN_SAFE_KEYS:
+        out = out.masked_fill(torch.isnan(q).any(dim=-1, keepdim=True), float("nan"))
+    return out
+
+
+def softmax_fast(q, k, v, scale=None, chunk=None) -> torch.Tensor:
+    """Fast path: torch's fused scaled_dot_product_attention (the flash CPU kernel: blocked
+    online softmax, no N x N buffer), in the reference's compute precision. Shapes as the
+    reference; `chunk` is the reference's memory bound and does not apply."""
+    dtype = q.dtype
+    q, k, v = upcast(q, k, v)
+    scale = default_scale(q.shape[-1]) if scale is None else scale
+    return sdpa(q, k, v, scale).to(dtype)
 
 
 def softmax_naive(q, k, v, scale=None, chunk=None) -> torch.Tensor:
@@ -61,6 +89,7 @@ VARIANT = register(
         summary="softmax(q k^T * scale) v",
         defaults={"scale": None, "chunk": None},
         reference_fn=softmax_attention,
+        fast_fn=softmax_fast,
         naive_fn=softmax_naive,
         triton_path="attention_zoo.softmax:softmax_triton",
         ane_path="kernels.ane_attention:softmax_ane",

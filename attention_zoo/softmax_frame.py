@@ -7,6 +7,7 @@ import torch
 
 from attention_zoo._common import triton_call, upcast
 from attention_zoo.registry import Variant, default_scale, register
+from attention_zoo.softmax import sdpa
 
 
 def frame_softmax_attention(q, k, v, grid, scale=None) -> torch.Tensor:
@@ -21,6 +22,22 @@ def frame_softmax_attention(q, k, v, grid, scale=None) -> torch.Tensor:
     vf = v.reshape(b, h, t, n // t, v.shape[-1])
     p = torch.softmax((qf * scale) @ kf.transpose(-1, -2), dim=-1)  # (B, H, T, HW, HW)
     return (p @ vf).reshape(b, h, n, v.shape[-1]).to(dtype)
+
+
+def frame_softmax_fast(q, k, v, grid, scale=None) -> torch.Tensor:
+    """Fast path: torch's fused SDPA with the frames folded into the head axis. Tokens are in
+    (t, y, x) order, so (B, H, T*HW, D) -> (B, H*T, HW, D) is a free view and every frame is
+    one attention problem of HW tokens; any grid works and nothing is left over (N = T*HW
+    is checked with the grid)."""
+    dtype = q.dtype
+    q, k, v = upcast(q, k, v)
+    b, h, n, d = q.shape
+    t = grid[0]
+    scale = default_scale(d) if scale is None else scale
+    qf, kf = (x.reshape(b, h * t, n // t, d) for x in (q, k))
+    vf = v.reshape(b, h * t, n // t, v.shape[-1])
+    o = sdpa(qf, kf, vf, scale)  # (B, H*T, HW, Dv)
+    return o.reshape(b, h, n, v.shape[-1]).to(dtype)
 
 
 def frame_softmax_naive(q, k, v, grid, scale=None) -> torch.Tensor:
@@ -63,6 +80,7 @@ VARIANT = register(
         defaults={"grid": None, "scale": None},
         required=("grid",),
         reference_fn=frame_softmax_attention,
+        fast_fn=frame_softmax_fast,
         naive_fn=frame_softmax_naive,
         flops_fn=_flops,
         triton_path="attention_zoo.softmax_frame:softmax_frame_triton",

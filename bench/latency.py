@@ -2,11 +2,21 @@
 on a backend ("torch-cpu", "onnxruntime-cpu", "cuda"), with machine info and the fp32 GEMM
 rate measured in the same run.
 
-Every block of a preset has the same shape, so one block per variant is measured and that
-number stands for every block index (the table says so: `measured_as`). The non-block
-parts (patch embedding, conditioning, final layer) are timed as `overhead`, so that
-predicted model latency = overhead + the sum of the chosen blocks' latencies; whole-model
-measurements check that sum.
+What a user would ship is what is timed: the zoo's fastest exact implementation on each
+backend (`impl="auto"`: SDPA and matmul forms on CPU, Triton on CUDA), onnxruntime through
+the one session helper (export.onnx.session: threads matched to torch, spinning off).
+
+Every block of a preset has the same shape, so one block per variant stands for every
+block index. It is timed inside a stack of `stack` blocks of that variant (distinct
+weights), per block = stack time / stack: a block alone sees its input and weights warm in
+cache, which a block inside a model does not (the miss a single-block sum makes, measured
+in `bench/results/`). The non-block parts (patch embedding, conditioning, final layer) are
+timed as `overhead`, so predicted model latency = overhead + the sum of the chosen blocks'
+latencies; whole models, timed interleaved, check it.
+
+All candidates of one table are timed in rounds (A B C A B C ...), so drift on a shared
+machine hits them alike; every row carries its median, p10-p90 and a bootstrap interval of
+the median (bench.stats).
 """
 
 from __future__ import annotations
@@ -21,7 +31,8 @@ from torch import nn
 from tqdm import tqdm
 
 import attention_zoo as az
-from bench.machine import gemm_rate, machine_info, time_fn
+from bench.machine import gemm_rate, machine_info, no_cache, time_interleaved
+from bench.stats import ms_row, relative_error
 from hybrid_dit import (
     PRESETS,
     DiTConfig,
@@ -48,21 +59,28 @@ def check_backend(backend: str) -> None:
             raise ValueError(f"backend 'onnxruntime-cpu' needs onnxruntime ({e})") from None
 
 
-class _BlockOnly(nn.Module):
-    """One block with its RoPE tables and grid baked in: forward(x, cond), for timing and
-    for export."""
+# Blocks per timed stack (see the module docstring); 1 times a block alone.
+STACK = 2
 
-    def __init__(self, block: DiTBlock, rope: Rope, grid):
+
+class Blocks(nn.Module):
+    """A stack of blocks with their RoPE tables and grid baked in: forward(x, cond) runs
+    them in order, for timing and for export."""
+
+    def __init__(self, blocks, rope: Rope, grid):
         super().__init__()
-        self.block, self.grid, self.pairs = block, tuple(grid), rope.pairs
+        self.blocks, self.grid, self.pairs = nn.ModuleList(blocks), tuple(grid), rope.pairs
         self.register_buffer("cos", rope.cos)
         self.register_buffer("sin", rope.sin)
 
     def forward(self, x, cond):
-        return self.block(x, cond, Rope(self.cos, self.sin, self.pairs), self.grid)
+        rope = Rope(self.cos, self.sin, self.pairs)
+        for block in self.blocks:
+            x = block(x, cond, rope, self.grid)
+        return x
 
 
-class _Overhead(nn.Module):
+class Overhead(nn.Module):
     """Everything of the model but its blocks: embedding, conditioning, final layer. The
     block conditioning is returned too, so that no exporter drops it as unused."""
 
@@ -75,7 +93,9 @@ class _Overhead(nn.Module):
         return self.model.head(p.x, p), p.cond
 
 
-def _runner(module: nn.Module, inputs: tuple, backend: str, workdir: Path) -> Callable[[], object]:
+def make_runner(
+    module: nn.Module, inputs: tuple, backend: str, workdir: Path
+) -> Callable[[], object]:
     """A no-argument callable that runs `module(*inputs)` on `backend`."""
     module.eval()
     if backend in ("torch-cpu", "cuda"):
@@ -85,19 +105,69 @@ def _runner(module: nn.Module, inputs: tuple, backend: str, workdir: Path) -> Ca
                 return module(*inputs)
 
         return run
-    import onnxruntime as ort
-
-    from export.onnx import input_names, to_onnx
+    from export.onnx import input_names, session, to_onnx
 
     path = Path(tempfile.mkstemp(suffix=".onnx", dir=workdir)[1])
     to_onnx(module, inputs, path)
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = session(path)
     feed = dict(zip(input_names(module, len(inputs)), (i.numpy() for i in inputs), strict=True))
     return lambda: sess.run(None, feed)
 
 
-def _sync(backend):
+def sync_for(backend):
     return torch.cuda.synchronize if backend == "cuda" else None
+
+
+def runtime_info(backend: str) -> dict:
+    """How the backend is configured for these timings (threads, spinning, optimisation)."""
+    info = {"torch_threads": torch.get_num_threads(), "impl": "auto"}
+    if backend == "onnxruntime-cpu":
+        import onnxruntime as ort
+
+        from export.onnx import GRAPH_OPTIMIZATION
+
+        info.update(
+            onnxruntime=ort.__version__,
+            intra_op_threads=torch.get_num_threads(),
+            inter_op_threads=1,
+            allow_spinning=0,
+            graph_optimization=GRAPH_OPTIMIZATION,
+        )
+    return info
+
+
+def time_runners(runners: dict, backend: str, warmup: int, repeats: int, progress: bool, desc: str):
+    """bench.machine.time_interleaved over `runners` with a progress bar and the backend's
+    synchronisation."""
+    with progress_bar(progress, desc) as bar:
+        return time_interleaved(
+            runners, warmup, repeats, sync_for(backend), progress=progress_callback(bar)
+        )
+
+
+def per_block_rows(times: dict, names, stack: int) -> list[dict]:
+    """Rows of a block table from the timings of stacks of `stack` blocks: per block = the
+    stack's time / stack, interval included."""
+    rows = []
+    for name in names:
+        t = times[name]
+        per = {k: t[k] / stack for k in ("median", "p10", "p90", "ci_low", "ci_high")}
+        per.update(repeats=t["repeats"], times=[x / stack for x in t["times"]])
+        rows.append({"variant": name, **ms_row(per), "stack_median_ms": 1e3 * t["median"]})
+    return rows
+
+
+def progress_bar(progress: bool, desc: str):
+    return tqdm(desc=desc, disable=not progress, leave=False, unit="call")
+
+
+def progress_callback(bar):
+    def update(done, total):
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return update
 
 
 def block_table(
@@ -105,69 +175,77 @@ def block_table(
     grid=(3, 23, 40),
     backend: str = "torch-cpu",
     variants: Sequence[str] | None = None,
-    repeats: int = 5,
+    repeats: int = 7,
     warmup: int = 1,
+    stack: int = STACK,
     progress: bool = True,
     measure: Callable | None = None,
 ) -> dict:
-    """Median latency of one block per variant, and of the non-block overhead.
+    """Latency of one block per variant (timed in a stack of `stack`, see the module
+    docstring) and of the non-block overhead, all interleaved in `repeats` rounds.
 
-    `measure(stage, key, fn)` may wrap each measurement (the study's cache); by default
-    every measurement runs. Returns a JSON-able dict."""
+    `measure(stage, key, fn) -> (value, cached)` may wrap the measurement (the study's
+    cache): the whole interleaved table is one entry. Returns a JSON-able dict."""
     check_backend(backend)
     cfg = PRESETS[preset] if isinstance(preset, str) else preset
     grid = check_grid(grid)
     names = list(az.VARIANTS) if variants is None else [az.get(v).name for v in variants]
+    if isinstance(stack, bool) or not isinstance(stack, int) or not 1 <= stack <= cfg.depth:
+        raise ValueError(f"stack must be an int in [1, depth={cfg.depth}], got {stack!r}")
     device = "cuda" if backend == "cuda" else "cpu"
-    measure = measure or (lambda stage, key, fn: (fn(), False))
+    measure = measure or no_cache
     n = math.prod(grid)
-    base = {
+    key = {
         "preset": cfg.to_dict(),
         "grid": list(grid),
         "backend": backend,
+        "variants": names,
         "repeats": repeats,
         "warmup": warmup,
+        "stack": stack,
+        "runtime": runtime_info(backend),
         "torch": torch.__version__,
     }
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in tqdm(
-            names, desc=f"block latency ({backend})", disable=not progress, leave=False
-        ):
 
-            def one(name=name):
+    def run_table():
+        runners = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            gen = torch.Generator().manual_seed(1)
+            x = torch.randn(1, n, cfg.hidden, generator=gen).to(device)
+            cond = (0.1 * torch.randn(1, grid[0], 6, cfg.hidden, generator=gen)).to(device)
+            for name in tqdm(
+                names, desc=f"build blocks ({backend})", disable=not progress, leave=False
+            ):
                 c = cfg.with_attention(name)
                 torch.manual_seed(0)
-                block = DiTBlock(c, 0).to(device)
-                module = _BlockOnly(block, rope_tables(c, grid, device=device), grid)
-                gen = torch.Generator().manual_seed(1)
-                x = torch.randn(1, n, c.hidden, generator=gen).to(device)
-                cond = (0.1 * torch.randn(1, grid[0], 6, c.hidden, generator=gen)).to(device)
-                run = _runner(module, (x, cond), backend, Path(tmp))
-                t = time_fn(run, warmup=warmup, repeats=repeats, sync=_sync(backend))
-                return {"variant": name, **_ms(t)}
-
-            row, cached = measure("block", {**base, "variant": name}, one)
-            rows.append({**row, "cached": cached})
-
-        def overhead():
+                blocks = [DiTBlock(c, i).to(device) for i in range(stack)]
+                module = Blocks(blocks, rope_tables(c, grid, device=device), grid)
+                runners[name] = make_runner(module, (x, cond), backend, Path(tmp))
             torch.manual_seed(0)
             model = HybridDiT(cfg.with_attention("softmax")).to(device)
             inputs = example_inputs(cfg, grid, device=device)
-            run = _runner(_Overhead(model), inputs, backend, Path(tmp))
-            return _ms(time_fn(run, warmup=warmup, repeats=repeats, sync=_sync(backend)))
+            runners["__overhead__"] = make_runner(Overhead(model), inputs, backend, Path(tmp))
+            del model
+            return time_runners(
+                runners, backend, warmup, repeats, progress, f"block latency ({backend})"
+            )
 
-        over, over_cached = measure("overhead", base, overhead)
+    times, cached = measure("blocks", key, run_table)
+    rows = per_block_rows(times, names, stack)
     return {
-        "what": "per-block latency (one block per variant; every block has this shape)",
+        "what": f"per-block latency (each variant timed as a stack of {stack} blocks)",
         "preset": cfg.to_dict(),
         "grid": list(grid),
         "N": n,
         "backend": backend,
+        "runtime": key["runtime"],
         "depth": cfg.depth,
+        "stack": stack,
         "variants": rows,
-        "overhead": {**over, "cached": over_cached},
-        "measured_as": "block 0 of a model whose blocks all have one shape",
+        "overhead": ms_row(times["__overhead__"]),
+        "cached": cached,
+        "measured_as": f"blocks 0..{stack - 1} of a model whose blocks all have one shape, "
+        "interleaved rounds",
     }
 
 
@@ -177,60 +255,73 @@ def model_table(
     backend: str = "torch-cpu",
     patterns: Sequence = ("softmax", "L*7,S,L*7,S", "relu_linear"),
     blocks: dict | None = None,
-    repeats: int = 3,
+    repeats: int = 5,
     warmup: int = 1,
     progress: bool = True,
     measure: Callable | None = None,
 ) -> dict:
-    """Whole-model latency (one denoising step, batch 1) for each pattern, and when a block
-    table is given, the prediction overhead + sum of block latencies next to it."""
+    """Whole-model latency (one denoising step, batch 1) of each pattern, all patterns timed
+    interleaved in `repeats` rounds with the same weights; with a block table, the
+    prediction overhead + sum of block latencies and its error next to each."""
     check_backend(backend)
     cfg = PRESETS[preset] if isinstance(preset, str) else preset
     grid = check_grid(grid)
     device = "cuda" if backend == "cuda" else "cpu"
-    measure = measure or (lambda stage, key, fn: (fn(), False))
-    base = {
+    measure = measure or no_cache
+    configs = []
+    for p in patterns:
+        c = cfg.with_attention(p)
+        if c not in configs:
+            configs.append(c)
+    key = {
         "preset": cfg.to_dict(),
         "grid": list(grid),
         "backend": backend,
+        "patterns": [list(c.attention) for c in configs],
         "repeats": repeats,
         "warmup": warmup,
+        "runtime": runtime_info(backend),
         "torch": torch.__version__,
     }
+
+    def run_table():
+        torch.manual_seed(0)
+        base = HybridDiT(cfg).to(device).eval()
+        weights = base.state_dict()  # every pattern runs these weights, shared, not copied
+        inputs = example_inputs(cfg, grid, device=device)
+        runners = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for c in tqdm(
+                configs, desc=f"build models ({backend})", disable=not progress, leave=False
+            ):
+                with torch.device("meta"):
+                    model = HybridDiT(c)
+                model.load_state_dict(weights, assign=True)
+                runners[format_pattern(c.attention)] = make_runner(
+                    model, inputs, backend, Path(tmp)
+                )
+            return time_runners(
+                runners, backend, warmup, repeats, progress, f"model latency ({backend})"
+            )
+
+    times, cached = measure("models", key, run_table)
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for pattern in tqdm(
-            patterns, desc=f"model latency ({backend})", disable=not progress, leave=False
-        ):
-            c = cfg.with_attention(pattern)
-
-            def one(c=c):
-                torch.manual_seed(0)
-                model = HybridDiT(c).to(device)
-                inputs = example_inputs(c, grid, device=device)
-                run = _runner(model, inputs, backend, Path(tmp))
-                out = _ms(time_fn(run, warmup=warmup, repeats=repeats, sync=_sync(backend)))
-                del model
-                return out
-
-            row, cached = measure("model", {**base, "attention": list(c.attention)}, one)
-            row = {
-                "pattern": format_pattern(c.attention),
-                "attention": list(c.attention),
-                **row,
-                "cached": cached,
-            }
-            flops = model_flops(c, grid)["total"]
-            row["gflops"] = flops / (row["median_ms"] * 1e-3) / 1e9
-            if blocks is not None:
-                row["predicted_ms"] = predict_ms(blocks, c.attention)
-                row["prediction_error"] = row["predicted_ms"] / row["median_ms"] - 1
-            rows.append(row)
+    for c in configs:
+        name = format_pattern(c.attention)
+        row = {"pattern": name, "attention": list(c.attention), **ms_row(times[name])}
+        flops = model_flops(c, grid)["total"]
+        row["gflops"] = flops / (row["median_ms"] * 1e-3) / 1e9
+        if blocks is not None:
+            row["predicted_ms"] = predict_ms(blocks, c.attention)
+            row["prediction_error"] = relative_error(row["predicted_ms"], row["median_ms"])
+        rows.append(row)
     return {
-        "what": "whole-model latency, one denoising step, batch 1",
+        "what": "whole-model latency, one denoising step, batch 1, patterns interleaved",
         "preset": cfg.to_dict(),
         "grid": list(grid),
         "backend": backend,
+        "runtime": key["runtime"],
+        "cached": cached,
         "models": rows,
     }
 
@@ -248,15 +339,6 @@ def per_block_latency(blocks: dict) -> list[dict[str, float]]:
     """The block table expanded to one {variant: ms} dict per block index, for the search."""
     per = {r["variant"]: r["median_ms"] for r in blocks["variants"]}
     return [dict(per) for _ in range(blocks["depth"])]
-
-
-def _ms(t: dict) -> dict:
-    return {
-        "median_ms": t["median"] * 1e3,
-        "p10_ms": t["p10"] * 1e3,
-        "p90_ms": t["p90"] * 1e3,
-        "repeats": t["repeats"],
-    }
 
 
 def machine_block(device: str = "cpu") -> dict:

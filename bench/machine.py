@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
+
+from bench.stats import summarize
 
 
 def cpu_model() -> str:
@@ -63,12 +64,24 @@ def _sync_for(device: torch.device) -> Callable[[], None] | None:
     return None
 
 
+def no_cache(stage: str, key: dict, fn: Callable[[], Any]):
+    """The `measure(stage, key, fn) -> (value, from_cache)` hook without a cache: every
+    measurement runs (what the study's cache replaces)."""
+    return fn(), False
+
+
+def _check_counts(warmup, repeats) -> None:
+    for name, val, lo in (("warmup", warmup, 0), ("repeats", repeats, 1)):
+        if isinstance(val, bool) or not isinstance(val, int) or val < lo:
+            raise ValueError(f"{name} must be an int >= {lo}, got {val!r}")
+
+
 def time_fn(
     fn: Callable[[], Any],
     warmup: int = 1,
     repeats: int = 5,
     sync: Callable[[], None] | None = None,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Times `fn()` (torch's thread count is left as it is).
 
     Args:
@@ -79,30 +92,44 @@ def time_fn(
             so that asynchronous work is counted.
 
     Returns:
-        dict(median, p10, p90, mean, repeats): seconds per call (repeats as an int).
+        bench.stats.summarize of the seconds per call: median, p10, p90, a bootstrap
+        interval of the median (ci_low, ci_high), mean, repeats and the raw times.
     """
-    for name, val, lo in (("warmup", warmup, 0), ("repeats", repeats, 1)):
-        if isinstance(val, bool) or not isinstance(val, int) or val < lo:
-            raise ValueError(f"{name} must be an int >= {lo}, got {val!r}")
+    return time_interleaved({"fn": fn}, warmup=warmup, repeats=repeats, sync=sync)["fn"]
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]],
+    warmup: int = 1,
+    repeats: int = 7,
+    sync: Callable[[], None] | None = None,
+    progress=None,
+) -> dict[str, dict[str, Any]]:
+    """Times several candidates in rounds, A B C A B C ..., so that drift of a shared
+    machine (other work, clocks, memory reclaim) hits all alike. Each round calls every
+    candidate once; `warmup` untimed rounds first. Returns {name: summarize(...)};
+    `progress(done, total)` is called after each timed call."""
+    _check_counts(warmup, repeats)
+    if not fns:
+        raise ValueError("fns must hold at least one candidate")
     for _ in range(warmup):
-        fn()
-        if sync is not None:
-            sync()
-    times = []
+        for fn in fns.values():
+            fn()
+            if sync is not None:
+                sync()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    done, total = 0, repeats * len(fns)
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        if sync is not None:
-            sync()
-        times.append(time.perf_counter() - t0)
-    p10, p90 = np.percentile(times, [10, 90])
-    return {
-        "median": statistics.median(times),
-        "p10": float(p10),
-        "p90": float(p90),
-        "mean": statistics.fmean(times),
-        "repeats": repeats,
-    }
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            if sync is not None:
+                sync()
+            times[name].append(time.perf_counter() - t0)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    return {name: summarize(ts) for name, ts in times.items()}
 
 
 def gemm_rate(

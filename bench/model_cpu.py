@@ -1,14 +1,20 @@
-"""Whole-model CPU benchmark of the hybrid DiT: seconds per denoising step (one forward)
-of a preset at a token grid, in torch eager and in onnxruntime, for a few attention
-patterns, with the achieved fraction of the fp32 GEMM rate measured in the same run.
+"""Whole-model CPU benchmark of the hybrid DiT: one denoising step of a preset at a token
+grid on torch-cpu and onnxruntime-cpu for a few attention patterns, with the achieved
+fraction of the fp32 GEMM rate measured in the same run, and the block-table prediction
+next to each whole model.
 
     python -m bench.model_cpu                      # mobilei2v, 3 x 23 x 40, three patterns
     python -m bench.model_cpu --repeats 5 --patterns "softmax;L*7,S,L*7,S"
 
-FLOPs are analytic (`hybrid_dit.model_flops`: linear and conv layers plus the zoo's
-attention counts); elementwise work is not counted, so the fraction is a lower bound on
-how busy the GEMM units are. Every pattern runs the same weights (parameters do not
-depend on the pattern). Writes bench/results/model-cpu.json atomically.
+Both backends run what a user would ship, configured alike: the zoo's fast exact paths
+(`impl="auto"`), torch with its thread count, onnxruntime through export.onnx.session
+(the same intra-op threads, inter-op 1, spinning off). The patterns of a backend are timed
+interleaved (bench.latency.model_table: A B C A B C ...), every row with the 95% bootstrap
+interval of its median. FLOPs are analytic (`hybrid_dit.model_flops`: linear and conv
+layers plus the zoo's attention counts); elementwise work is not counted, so the fraction
+is a lower bound on how busy the GEMM units are. The GEMM rate is measured before and
+after, and the load average recorded, so a disturbed run shows. Writes
+bench/results/model-cpu.json atomically.
 """
 
 from __future__ import annotations
@@ -17,141 +23,96 @@ import argparse
 import math
 import os
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from bench.machine import gemm_rate, machine_info, time_fn
-from hybrid_dit import PRESETS, HybridDiT, example_inputs, format_pattern, model_flops, parse_grid
+from bench.latency import block_table, model_table
+from bench.machine import gemm_rate, machine_info
+from hybrid_dit import PRESETS, format_pattern, model_flops, parse_grid, reference_patterns
 
 RESULTS = Path(__file__).resolve().parent / "results" / "model-cpu.json"
-# All softmax, the paper's 7:1 hybrid, all linear.
-DEFAULT_PATTERNS = ("softmax", "L*7,S,L*7,S", "relu_linear")
+BACKENDS = ("torch-cpu", "onnxruntime-cpu")
 
 
 def bench_patterns(
     preset: str = "mobilei2v",
     grid=(3, 23, 40),
-    patterns=DEFAULT_PATTERNS,
-    repeats: int = 3,
-    warmup: int = 0,
-    backends=("torch", "onnxruntime"),
+    patterns=None,
+    repeats: int = 5,
+    block_repeats: int = 7,
+    backends=BACKENDS,
+    progress: bool = True,
     log=print,
 ) -> dict:
-    """Times one forward per pattern and backend. Returns a JSON-able dict.
-
-    Each backend's first call (the parity check between torch and onnxruntime) is an
-    untimed warm-up already; `warmup` adds more."""
-    import onnxruntime as ort
-
-    from export import to_onnx
-
-    base_cfg = PRESETS[preset]
-    torch.manual_seed(0)
-    base = HybridDiT(base_cfg).eval()
-    weights = base.state_dict()
-    inputs = example_inputs(base_cfg, grid)
-    # Other work on a shared machine varies during a run, so the GEMM rate is measured
-    # again just before each timing and each row is quoted against its own measurement.
+    """Times one step per pattern and backend (interleaved per backend), with the block
+    table of each backend for the prediction. Returns a JSON-able dict."""
+    cfg = PRESETS[preset]
+    patterns = list(reference_patterns(cfg.depth)) if patterns is None else list(patterns)
+    variants = sorted({v for p in patterns for v in cfg.with_attention(p).attention})
     load_before = os.getloadavg()
     gemm_before = gemm_rate()
     log(f"fp32 GEMM rate (2048^3, torch): {gemm_before:.1f} GFLOP/s")
-    rows = []
-    for pattern in patterns:
-        cfg = base_cfg.with_attention(pattern)
-        with torch.device("meta"):
-            model = HybridDiT(cfg)
-        model.load_state_dict(weights, assign=True)  # same weights, no copy
-        model.eval()
-        flops = model_flops(cfg, grid)
-        name = format_pattern(cfg.attention)
-
-        def record(backend, t, gemm, extra=None, name=name, flops=flops):
-            gflops = flops["total"] / t["median"] / 1e9
-            rows.append(
-                {
-                    "pattern": name,
-                    "backend": backend,
-                    "median_s": t["median"],
-                    "p10_s": t["p10"],
-                    "p90_s": t["p90"],
-                    "repeats": t["repeats"],
-                    "flops": flops,
-                    "gflops": gflops,
-                    "gemm_gflops": gemm,
-                    "fraction_of_gemm": gflops / gemm,
-                    **(extra or {}),
-                }
-            )
+    rows, tables = [], {}
+    for backend in backends:
+        blocks = block_table(cfg, grid, backend, variants, repeats=block_repeats, progress=progress)
+        models = model_table(
+            cfg, grid, backend, patterns, blocks=blocks, repeats=repeats, progress=progress
+        )
+        tables[backend] = {"blocks": blocks, "models": models}
+        for m in models["models"]:
+            flops = model_flops(cfg.with_attention(m["attention"]), grid)
+            row = {
+                "pattern": m["pattern"],
+                "backend": backend,
+                **{k: m[k] for k in ("median_ms", "ci_low_ms", "ci_high_ms", "p10_ms", "p90_ms")},
+                "repeats": m["repeats"],
+                "flops": flops,
+                "gflops": m["gflops"],
+                "fraction_of_gemm": m["gflops"] / gemm_before,
+                "predicted_ms": m["predicted_ms"],
+                "prediction_error": m["prediction_error"],
+            }
+            rows.append(row)
             log(
-                f"{name} {backend}: {t['median']:.3f} s/step, {gflops:.1f} GFLOP/s, "
-                f"GEMM {gemm:.1f} GFLOP/s"
+                f"{m['pattern']} {backend}: {m['median_ms'] / 1e3:.3f} s/step "
+                f"[{m['ci_low_ms'] / 1e3:.3f}, {m['ci_high_ms'] / 1e3:.3f}], "
+                f"{m['gflops']:.1f} GFLOP/s = {100 * row['fraction_of_gemm']:.0f}% of GEMM; "
+                f"predicted {m['predicted_ms'] / 1e3:.3f} s ({100 * m['prediction_error']:+.1f}%)"
             )
-
-        with torch.inference_mode():
-            ref = model(*inputs)
-        if "torch" in backends:
-
-            def step(model=model):
-                with torch.inference_mode():
-                    return model(*inputs)
-
-            gemm = gemm_rate()
-            record("torch", time_fn(step, warmup=warmup, repeats=repeats), gemm)
-        if "onnxruntime" in backends:
-            with tempfile.TemporaryDirectory(prefix="model-cpu-") as tmp:
-                t0 = time.perf_counter()
-                path = to_onnx(model, inputs, Path(tmp) / "model.onnx")
-                export_s = time.perf_counter() - t0
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads = torch.get_num_threads()
-                sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-                feeds = {i.name: a.numpy() for i, a in zip(sess.get_inputs(), inputs, strict=True)}
-                (out,) = sess.run(None, feeds)
-                rel = float(
-                    np.linalg.norm(out.astype(np.float64) - ref.double().numpy())
-                    / np.linalg.norm(ref.double().numpy())
-                )
-                gemm = gemm_rate()
-                t = time_fn(lambda sess=sess, feeds=feeds: sess.run(None, feeds), warmup, repeats)
-                del sess
-            record("onnxruntime", t, gemm, {"export_s": export_s, "rel_err_vs_torch": rel})
-        del model
     gemm_after = gemm_rate()
     log(f"fp32 GEMM rate after: {gemm_after:.1f} GFLOP/s")
     return {
         "benchmark": "bench.model_cpu",
         "preset": preset,
-        "config": base_cfg.to_dict(),
+        "config": cfg.to_dict(),
         "grid": list(grid),
         "tokens": math.prod(grid),
+        "patterns": [format_pattern(cfg.with_attention(p).attention) for p in patterns],
         "machine": machine_info(),
-        "onnxruntime": ort.__version__,
         "gemm_gflops": gemm_before,
         "gemm_gflops_after": gemm_after,
         "load_average_before": list(load_before),
         "load_average_after": list(os.getloadavg()),
-        "warmup": warmup,
         "rows": rows,
+        "tables": tables,
     }
 
 
 def table(doc: dict) -> str:
     lines = [
         f"{doc['preset']} at grid {'x'.join(map(str, doc['grid']))} ({doc['tokens']} tokens); "
-        f"fp32 GEMM {doc['gemm_gflops']:.1f} GFLOP/s (after: {doc['gemm_gflops_after']:.1f})",
-        "| pattern | backend | s / step (median) | GFLOP / step | GFLOP/s | GEMM GFLOP/s "
-        "| of GEMM |",
-        "|---|---|---|---|---|---|---|",
+        f"fp32 GEMM {doc['gemm_gflops']:.1f} GFLOP/s (after: {doc['gemm_gflops_after']:.1f}); "
+        f"load average {doc['load_average_before'][0]:.2f} -> {doc['load_average_after'][0]:.2f}",
+        "| pattern | backend | s / step, median [95% CI] | GFLOP / step | GFLOP/s | of GEMM "
+        "| predicted s | error |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in doc["rows"]:
         lines.append(
-            f"| {r['pattern']} | {r['backend']} | {r['median_s']:.2f} | "
-            f"{r['flops']['total'] / 1e9:.0f} | {r['gflops']:.1f} | {r['gemm_gflops']:.1f} | "
-            f"{100 * r['fraction_of_gemm']:.0f}% |"
+            f"| {r['pattern']} | {r['backend']} | {r['median_ms'] / 1e3:.2f} "
+            f"[{r['ci_low_ms'] / 1e3:.2f}, {r['ci_high_ms'] / 1e3:.2f}] | "
+            f"{r['flops']['total'] / 1e9:.0f} | {r['gflops']:.1f} | "
+            f"{100 * r['fraction_of_gemm']:.0f}% | {r['predicted_ms'] / 1e3:.2f} | "
+            f"{100 * r['prediction_error']:+.1f}% |"
         )
     return "\n".join(lines)
 
@@ -164,28 +125,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grid", default="3x23x40", help="token grid TxHxW")
     p.add_argument(
         "--patterns",
-        default=";".join(DEFAULT_PATTERNS),
-        help="attention patterns separated by ';'",
+        default=None,
+        help="attention patterns separated by ';' (default: all softmax, MobileI2V's 7:1, "
+        "all relu_linear)",
     )
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=0, help="extra untimed calls")
-    p.add_argument("--backends", default="torch,onnxruntime")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved rounds of whole models")
+    p.add_argument("--block-repeats", type=int, default=7, help="rounds of the block tables")
+    p.add_argument("--backends", default=",".join(BACKENDS))
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     backends = tuple(b.strip() for b in args.backends.split(","))
-    unknown = sorted(set(backends) - {"torch", "onnxruntime"})
+    unknown = sorted(set(backends) - set(BACKENDS))
     if unknown:
-        p.error(f"--backends: unknown {', '.join(unknown)}; choose from torch, onnxruntime")
+        p.error(f"--backends: unknown {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
+    for name in ("repeats", "block_repeats"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
     try:
         grid = parse_grid(args.grid, "--grid")
-        patterns = [
-            PRESETS[args.preset].with_attention(s).attention for s in args.patterns.split(";")
-        ]
+        patterns = None
+        if args.patterns is not None:
+            patterns = [
+                PRESETS[args.preset].with_attention(s).attention for s in args.patterns.split(";")
+            ]
     except ValueError as e:
         p.error(str(e))
     doc = bench_patterns(
-        args.preset, grid, patterns, args.repeats, args.warmup, backends, log=print
-    )
+        args.preset, grid, patterns, args.repeats, args.block_repeats, backends,
+        progress=not args.no_progress,
+    )  # fmt: skip
     from export.files import write_json
 
     write_json(args.out, doc)

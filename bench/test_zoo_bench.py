@@ -1,14 +1,16 @@
-"""Attention microbenchmarks: every zoo variant x every implementation usable here x N.
+"""Attention microbenchmarks: every zoo variant x every implementation usable here x N, with
+the peers (torch SDPA, SANA's pad-ones linear attention; bench/peers.py) in the same group.
 
     pytest bench/test_zoo_bench.py --benchmark-only                  # N in DEFAULT_SIZES
     pytest bench/test_zoo_bench.py --benchmark-only -k "N2760"       # one size
     pytest bench/test_zoo_bench.py --benchmark-disable --bench-sizes 64   # smoke run
 
 q, k, v are (B, H, N, D) = (1, 16, N, 72), fp32 (float16 is not faster on CPU). Cases are
-grouped by N; FLOPs and bytes (the variant's analytic counts) go to `extra_info`. Each
-output is checked once, outside the timed region, against the float64 reference on the
-first CHECK_HEADS heads: its error must be at most twice that of the fp32 reference (the
-FlashAttention rule) plus one fp32 ulp of the output's magnitude.
+grouped by N and variant (its implementations and peers side by side); FLOPs and bytes
+(the variant's analytic counts) go to `extra_info`. Each output is checked once, outside
+the timed region, against the float64 reference on the first CHECK_HEADS heads: its error
+must be at most twice that of the fp32 reference (the FlashAttention rule) plus a floor
+of fp32 ulps of the output's magnitude.
 
 Skipped, with the reason: quadratic variants above QUADRATIC_CAP_CPU tokens on CPU
 (seconds per call and GBs of scores), and Triton without CUDA (the interpreter is a
@@ -25,6 +27,7 @@ import torch
 import attention_zoo as az
 from bench.conftest import bench_sizes
 from bench.grids import grid_for
+from bench.peers import PEERS
 
 B, H, D = 1, 16, 72
 QUADRATIC_CAP_CPU = 6120  # MobileI2V at 1080p x 17 frames (3 x 34 x 60 tokens)
@@ -38,7 +41,7 @@ def pytest_generate_tests(metafunc):
     cases, ids = [], []
     for n in bench_sizes(metafunc.config):
         for name, var in az.VARIANTS.items():
-            for impl in var.usable_impls():
+            for impl in (*var.usable_impls(), *PEERS.get(name, ())):
                 cases.append((n, name, impl))
                 ids.append(f"N{n}-{name}-{impl}")
     metafunc.parametrize("case", cases, ids=ids)
@@ -72,7 +75,8 @@ def test_attention(benchmark, case):
             return az.from_channels_first(out, H)
 
     else:
-        fn = var.reference if impl == "reference" else var.triton
+        # reference, fast or triton (all (B, H, N, D)), or a peer from bench/peers.py
+        fn = PEERS[name][impl] if impl in PEERS.get(name, ()) else getattr(var, impl)
 
         def call():
             return fn(q, k, v, **opts)
@@ -100,7 +104,7 @@ def test_attention(benchmark, case):
         f"reference error {base:.3g}"
     )
 
-    benchmark.group = f"N={n}"
+    benchmark.group = f"N={n} {name}"  # a variant's implementations and peers side by side
     flops, nbytes = var.flops(B, H, n, D, **opts), var.bytes(B, H, n, D, torch.float32, **opts)
     benchmark.extra_info.update(
         variant=name,

@@ -1,6 +1,11 @@
-"""CPU comparison of the zoo's references at a few token grids: median latency, achieved
-GFLOP/s from the analytic counts, and the fraction of the fp32 GEMM rate measured in the
-same run (the roofline scale on a CPU)."""
+"""CPU comparison of the zoo's implementations at a few token grids: each variant's fast
+path (what `impl="auto"` runs on CPU), its reference and its peers (bench/peers.py: torch
+SDPA, SANA's LiteLA) side by side, timed interleaved per grid, with the achieved GFLOP/s
+from the analytic counts and the fraction of the fp32 GEMM rate measured in the same run
+(the roofline scale on a CPU).
+
+    python -m bench.zoo_cpu                   # every variant at DEFAULT_GRIDS
+"""
 
 from __future__ import annotations
 
@@ -10,80 +15,122 @@ import torch
 from tqdm import tqdm
 
 import attention_zoo as az
-from bench.machine import gemm_rate, machine_info, time_fn
+from bench.machine import gemm_rate, machine_info, no_cache, time_interleaved
+from bench.peers import PEERS
+from bench.stats import ms_row
 
 # Token grids (T, H, W) of the default comparison; 3 x 23 x 40 is MobileI2V's 720p x 17
 # frames latent. N is derived from each grid.
 DEFAULT_GRIDS = ((4, 8, 8), (4, 16, 16), (3, 23, 40))
 GEMM_N, GEMM_REPEATS = 2048, 5
+IMPLS = ("fast", "reference")
 
 
-def compare_references(
+def compare_implementations(
     grids=DEFAULT_GRIDS,
     heads: int = 16,
     head_dim: int = 72,
     batch: int = 1,
-    repeats: int = 5,
+    repeats: int = 7,
     variants=None,
+    impls=IMPLS,
+    peers: bool = True,
     progress: bool = True,
     measure=None,
 ) -> dict:
-    """Times every variant's reference (fp32, CPU) at each grid. Returns a JSON-able dict
-    with machine info, the measured GEMM rate and one row per (variant, grid).
-    `measure(stage, key, fn) -> (value, cached)` may wrap each timing (the study's cache)."""
+    """Times every variant's `impls` (and its peers) in fp32 on the CPU at each grid, all
+    candidates of a grid interleaved in `repeats` rounds. Returns a JSON-able dict with
+    machine info, the measured GEMM rate and one row per (variant, implementation, grid).
+    `measure(stage, key, fn) -> (value, cached)` may wrap each grid's timing (the study's
+    cache)."""
     names = list(az.VARIANTS) if variants is None else [az.get(v).name for v in variants]
-    measure = measure or (lambda stage, key, fn: (fn(), False))
+    measure = measure or no_cache
     gemm = {
         "gflops": gemm_rate(n=GEMM_N, repeats=GEMM_REPEATS),
         "n": GEMM_N,
         "repeats": GEMM_REPEATS,
     }
     rows = []
-    jobs = [(g, n) for g in grids for n in names]
-    for grid, name in tqdm(jobs, desc="zoo references", disable=not progress, leave=False):
-        var = az.get(name)
+    for grid in tqdm(grids, desc="zoo implementations", disable=not progress, leave=False):
         n = math.prod(grid)
         gen = torch.Generator().manual_seed(n)
         q, k, v = (torch.randn(batch, heads, n, head_dim, generator=gen) for _ in range(3))
-        opts = {"grid": tuple(grid)} if "grid" in var.defaults else {}
+        cands = {}
+        for name in names:
+            var = az.get(name)
+            opts = {"grid": tuple(grid)} if "grid" in var.defaults else {}
+            fns = {impl: getattr(var, impl) for impl in impls if impl in var.impls()}
+            if peers:
+                fns.update(PEERS.get(name, {}))
+            for impl, fn in fns.items():
 
-        def call(var=var, opts=opts, q=q, k=k, v=v):
-            with torch.inference_mode():
-                return var.reference(q, k, v, **opts)
+                def call(fn=fn, opts=opts, q=q, k=k, v=v):
+                    with torch.inference_mode():
+                        return fn(q, k, v, **opts)
 
+                cands[name, impl] = call
         key = {
-            "variant": name,
+            "variants": names,
+            "impls": list(impls),
+            "peers": peers,
             "grid": list(grid),
             "B": batch,
             "H": heads,
             "D": head_dim,
             "repeats": repeats,
+            "threads": torch.get_num_threads(),
             "torch": torch.__version__,
         }
-        t, cached = measure("zoo-reference", key, lambda call=call: time_fn(call, repeats=repeats))
-        flops = var.flops(batch, heads, n, head_dim, **opts)
-        gflops = flops / t["median"] / 1e9
-        rows.append(
-            {
-                "variant": name,
-                "kind": var.kind,
-                "grid": list(grid),
-                "N": n,
-                "median_ms": t["median"] * 1e3,
-                "p10_ms": t["p10"] * 1e3,
-                "p90_ms": t["p90"] * 1e3,
-                "repeats": t["repeats"],
-                "flops": flops,
-                "bytes": var.bytes(batch, heads, n, head_dim, torch.float32, **opts),
-                "gflops": gflops,
-                "fraction_of_gemm": gflops / gemm["gflops"],
-                "cached": cached,
-            }
-        )
+
+        def run(cands=cands):
+            flat = {f"{a}/{b}": fn for (a, b), fn in cands.items()}
+            return time_interleaved(flat, warmup=1, repeats=repeats)
+
+        times, cached = measure("zoo", key, run)
+        for (name, impl), _ in cands.items():
+            var = az.get(name)
+            opts = {"grid": tuple(grid)} if "grid" in var.defaults else {}
+            t = times[f"{name}/{impl}"]
+            flops = var.flops(batch, heads, n, head_dim, **opts)
+            gflops = flops / t["median"] / 1e9
+            rows.append(
+                {
+                    "variant": name,
+                    "impl": impl,
+                    "peer": impl not in var.impls(),
+                    "kind": var.kind,
+                    "grid": list(grid),
+                    "N": n,
+                    **ms_row(t),
+                    "flops": flops,
+                    "bytes": var.bytes(batch, heads, n, head_dim, torch.float32, **opts),
+                    "gflops": gflops,
+                    "fraction_of_gemm": gflops / gemm["gflops"],
+                    "of_gemm_floor": (t["median"] * gemm["gflops"] * 1e9) / flops,
+                    "cached": cached,
+                }
+            )
     return {
-        "what": "zoo references, fp32, CPU",
+        "what": "zoo implementations and peers, fp32, CPU, interleaved per grid",
         "shape": {"B": batch, "H": heads, "D": head_dim},
         "machine": machine_info(),
         "gemm": gemm,
         "rows": rows,
     }
+
+
+def main() -> int:
+    res = compare_implementations()
+    print(
+        f"fp32 GEMM {res['gemm']['gflops']:.1f} GFLOP/s, {res['machine']['torch_threads']} threads"
+    )
+    for r in res["rows"]:
+        print(
+            f"N={r['N']:5d} {r['variant']:15s} {r['impl']:18s} {r['median_ms']:9.2f} ms "
+            f"[{r['ci_low_ms']:.2f}, {r['ci_high_ms']:.2f}]  {r['of_gemm_floor']:.2f}x GEMM floor"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -16,80 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import attention_zoo as az
+from attention_zoo.patterns import ALIASES, format_pattern, parse_pattern  # noqa: F401 (re-exported)
 
-IMPLS = ("auto", "reference", "triton")
-
-# Short names accepted in patterns; MobileI2V's two block kinds.
-ALIASES = {"L": "relu_linear", "S": "softmax"}
+IMPLS = ("auto", "reference", "fast", "triton")
 
 # Options the model supplies itself, so a config cannot set them.
 MODEL_OPTIONS = ("grid",)
-
-
-def parse_pattern(pattern, depth: int | None = None) -> tuple[str, ...]:
-    """Parses an attention pattern into one zoo variant name per block.
-
-    pattern: a sequence of names, or a string of comma-separated entries `NAME` or
-        `NAME*K` (K repeats), e.g. "L*7,S,L*7,S" or "relu_linear*7,softmax". L and S are
-        aliases of relu_linear and softmax.
-    depth: when given, the result must have `depth` entries; a single entry without a count
-        ("softmax") fills every block.
-    """
-    if isinstance(pattern, str):
-        entries = [e.strip() for e in pattern.split(",")]
-        if not pattern.strip() or any(not e for e in entries):
-            raise ValueError(
-                f"attention pattern must be comma-separated NAME or NAME*K entries, got {pattern!r}"
-            )
-        names: list[str] = []
-        for entry in entries:
-            name, star, count = (s.strip() for s in entry.partition("*"))
-            if star:
-                if not count.isdigit() or int(count) < 1:
-                    raise ValueError(
-                        f"attention pattern entry {entry!r}: the count after '*' must be a "
-                        f"positive int, got {count!r}"
-                    )
-                names.extend([name] * int(count))
-            else:
-                names.append(name)
-        if depth is not None and len(entries) == 1 and "*" not in entries[0]:
-            names = names * depth
-    elif isinstance(pattern, (tuple, list)):
-        names = list(pattern)
-    else:
-        raise TypeError(
-            f"attention must be a pattern string or a sequence of variant names, "
-            f"got {type(pattern).__name__}"
-        )
-    out = []
-    for name in names:
-        if not isinstance(name, str):
-            raise TypeError(f"attention entries must be str, got {type(name).__name__} {name!r}")
-        name = ALIASES.get(name, name)
-        try:
-            az.get(name)
-        except KeyError as e:
-            raise ValueError(f"attention: {e.args[0]}") from None
-        out.append(name)
-    if depth is not None and len(out) != depth:
-        raise ValueError(
-            f"attention must name one variant per block (depth={depth}), got {len(out)}: "
-            f"{pattern!r}"
-        )
-    return tuple(out)
-
-
-def format_pattern(names: tuple[str, ...]) -> str:
-    """The shortest `NAME*K` string for a pattern (run-length encoded), e.g.
-    ("relu_linear",) * 7 + ("softmax",) -> "relu_linear*7,softmax"."""
-    runs: list[list] = []
-    for name in names:
-        if runs and runs[-1][0] == name:
-            runs[-1][1] += 1
-        else:
-            runs.append([name, 1])
-    return ",".join(n if k == 1 else f"{n}*{k}" for n, k in runs)
 
 
 def check_grid(grid, name: str = "grid") -> tuple[int, int, int]:
@@ -169,13 +101,15 @@ class DiTConfig:
     qk_norm: bool = True  # RMSNorm over the channels of q and of k (learned gain)
     qkv_bias: bool = True  # bias on the qkv projection in every block, so any pattern
     # loads any other pattern's weights (the paper's linear blocks have none: 48K params)
-    attention_impl: str = "auto"  # zoo implementation: "auto", "reference" or "triton"
+    attention_impl: str = "auto"  # zoo implementation: "auto", "reference", "fast" or "triton"
     attention_opts: Any = ()  # per-variant options {variant: {option: value}}, e.g. eps
     freq_dim: int = 256  # width of the sinusoidal timestep / motion embedding
     time_scale: float = 1000.0  # t in [0, 1] is embedded as sinusoid(t * time_scale)
     motion_scale: float = 1000.0  # motion score (about [0, 1]) embedded as sinusoid(m * scale)
     rope_theta: float = 10000.0  # RoPE base period
     norm_eps: float = 1e-6  # epsilon of the layer norms and the q/k RMSNorm
+    sample_steps: int | None = None  # None: a flow model, sampled with any step count; K: a
+    # K-step student (trained for the uniform K-step grid), sampled with exactly K steps
 
     def __post_init__(self):
         set_ = object.__setattr__  # frozen: normalised values are written once, here
@@ -184,6 +118,8 @@ class DiTConfig:
         for name in ("mlp_ratio", "time_scale", "motion_scale", "rope_theta", "norm_eps"):
             set_(self, name, _pos_real(name, getattr(self, name)))
         set_(self, "freq_dim", _pos_int("freq_dim", self.freq_dim, minimum=2))
+        if self.sample_steps is not None:
+            set_(self, "sample_steps", _pos_int("sample_steps", self.sample_steps))
         if self.freq_dim % 2:
             raise ValueError(f"DiTConfig.freq_dim must be even (cos and sin), got {self.freq_dim}")
         if self.heads * self.head_dim != self.hidden:
@@ -326,16 +262,18 @@ PRESETS: dict[str, DiTConfig] = {
         mlp_ratio=2.5,
         attention="L*7,S,L*7,S",
     ),
-    # The quality study's model: 4 x 4 space-to-depth RGB frames (48 channels); a
-    # 4 x 12 x 12 grid gives 576 tokens, so attention matters. Depth 16 like mobilei2v, so
-    # a per-block quality table maps block for block onto the latency table; narrow
-    # (64 = 2 x 32) so that it trains on a 2-core CPU. All-softmax teacher.
+    # The quality study's model: 4 x 4 space-to-depth RGB frames (48 channels) of 32 x 32
+    # clips, a 4 x 8 x 8 grid of 256 tokens, where cross-frame attention carries the motion.
+    # Depth 16 like mobilei2v, so a per-block quality table maps block for block onto the
+    # latency table; 128 wide (4 x 32), wider than the 48 channels it must carry (64 could
+    # not even copy a static first frame), and still trained in tens of minutes on 2 cores.
+    # All-softmax teachers.
     "small": DiTConfig(
         in_channels=48,
         patch_size=1,
-        hidden=64,
+        hidden=128,
         depth=16,
-        heads=2,
+        heads=4,
         head_dim=32,
         mlp_ratio=2.5,
         attention="softmax",

@@ -26,6 +26,7 @@ from attention_zoo.checks import FLOAT_DTYPES
 from hybrid_dit.config import DiTConfig, check_grid
 
 MODULATIONS = 6  # shift, scale, gate for attention, then for the FFN
+GATES = [2, 5]  # the gate rows among the six
 
 
 # -- small pieces shared with the ANE twin ----------------------------------------------------
@@ -372,9 +373,12 @@ class HybridDiT(nn.Module):
         self.final = FinalLayer(cfg)
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        """DiT / SANA initialisation, except that nothing is zeroed: a fresh model gives a
-        non-trivial output, which export parity checks need."""
+    def reset_parameters(self, adaln_zero: bool = False) -> None:
+        """DiT / SANA initialisation. By default nothing is zeroed: a fresh model gives a
+        non-trivial output, which export parity checks need. adaln_zero=True is DiT's
+        adaLN-Zero for training from scratch: every residual gate (the gate rows of the
+        shared modulation and of each block's table) and the final projection start at 0,
+        so each block starts as the identity and the model as v = 0."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
@@ -388,6 +392,16 @@ class HybridDiT(nn.Module):
             nn.init.normal_(emb.fc2.weight, std=0.02)
         nn.init.normal_(self.t_mod.weight, std=0.02)
         nn.init.normal_(self.motion_mod.weight, std=0.02)
+        if adaln_zero:
+            c = self.cfg.hidden
+            with torch.no_grad():
+                for mod in (self.t_mod, self.motion_mod):  # rows (6, C): gates are 2 and 5
+                    mod.weight.view(MODULATIONS, c, c)[GATES] = 0.0
+                    mod.bias.view(MODULATIONS, c)[GATES] = 0.0
+                for block in self.blocks:
+                    block.table[GATES] = 0.0
+                nn.init.zeros_(self.final.linear.weight)
+                nn.init.zeros_(self.final.linear.bias)
 
     # -- pieces a block-level benchmark needs -------------------------------------------------
     def rope(self, grid) -> Rope:

@@ -28,10 +28,12 @@ def sample(
 
     Args:
         model: a HybridDiT (or its ANE twin): model(x_t, t, first_frame, motion) -> velocity.
+            A K-step student (cfg.sample_steps = K) is sampled exactly like a teacher, with
+            steps = K: each of its evaluations is one Euler step of the uniform grid.
         first_frame: (B, C, H, W) clean first latent frame; H, W = grid's H, W times the
             patch size.
         motion: motion score, a float or a (B,) tensor.
-        steps: number of Euler steps (model evaluations), >= 1.
+        steps: number of Euler steps (model evaluations), >= 1 (a student's own K).
         grid: token grid (T, H, W); T latent frames are produced, frame 0 = first_frame.
         generator: seeds the initial noise (drawn on the generator's device).
         noise: (B, C, T, H, W) initial noise instead of drawing it.
@@ -43,6 +45,13 @@ def sample(
         raise TypeError(f"model must be a HybridDiT or its twin, got {type(model).__name__}")
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
+    student = getattr(cfg, "sample_steps", None)
+    if student is not None and steps != student:
+        raise ValueError(
+            f"steps: this model is a {student}-step student (cfg.sample_steps={student}): it "
+            f"was trained for the uniform {student}-step grid and must be sampled with "
+            f"steps={student}, got {steps}"
+        )
     t_len, hp, wp = check_grid(grid)
     if not isinstance(first_frame, torch.Tensor):
         raise TypeError(f"first_frame must be a torch.Tensor, got {type(first_frame).__name__}")

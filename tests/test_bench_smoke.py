@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import attention_zoo as az
+from bench.peers import PEERS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,3 +30,6 @@ def test_zoo_bench_smoke():
         assert (name, "reference") in passed, f"{name} reference case did not pass:\n{out[-4000:]}"
         for impl in var.usable_impls():
             assert (name, impl) in passed, f"{name}/{impl} case did not pass:\n{out[-4000:]}"
+    for name, peers in PEERS.items():  # the peers sit in the same groups, checked alike
+        for peer in peers:
+            assert (name, peer) in passed, f"peer {name}/{peer} did not pass:\n{out[-4000:]}"

@@ -44,14 +44,22 @@ def test_bad_flag_value_is_one_line_error(capsys, tmp_path):
     assert "--budget: budget must be milliseconds" in err and "Traceback" not in err
 
 
-def test_reference_comparison_rows():
-    from bench.zoo_cpu import compare_references
+def test_implementation_comparison_rows():
+    from bench.peers import PEERS
+    from bench.zoo_cpu import compare_implementations
 
-    res = compare_references(grids=((2, 2, 3),), heads=2, head_dim=8, repeats=1, progress=False)
-    assert {r["variant"] for r in res["rows"]} == set(az.VARIANTS)
+    res = compare_implementations(
+        grids=((2, 2, 3),), heads=2, head_dim=8, repeats=1, progress=False
+    )
+    got = {(r["variant"], r["impl"]) for r in res["rows"]}
+    want = {(n, i) for n in az.VARIANTS for i in ("fast", "reference")}
+    want |= {(n, p) for n, peers in PEERS.items() for p in peers}
+    assert got == want
     for r in res["rows"]:
         assert r["N"] == 12 and r["median_ms"] > 0 and r["flops"] > 0
+        assert r["ci_low_ms"] <= r["median_ms"] <= r["ci_high_ms"]
         assert r["fraction_of_gemm"] == pytest.approx(r["gflops"] / res["gemm"]["gflops"])
+        assert r["peer"] == (r["impl"] not in ("fast", "reference"))
     assert res["gemm"]["gflops"] > 0
 
 
@@ -91,10 +99,11 @@ def test_bench_then_search_from_files(tmp_path, capsys):
     quality.write_text(
         json.dumps(
             {
-                "teacher": {"attention": ["softmax", "softmax"]},
+                "steps": 2,
+                "base": {"attention": ["softmax", "softmax"], "mse": 0.1},
                 "entries": [
-                    {"block": 0, "variant": "relu_linear", "delta_loss": 0.5},
-                    {"block": 1, "variant": "relu_linear", "delta_loss": 0.1},
+                    {"block": 0, "variant": "relu_linear", "delta_mse": 0.5},
+                    {"block": 1, "variant": "relu_linear", "delta_mse": 0.1},
                 ],
             }
         )
@@ -118,6 +127,7 @@ def test_bench_then_search_from_files(tmp_path, capsys):
     )
     res = json.loads(out.read_text())
     assert res["best"]["config"] == ["softmax", "softmax"]  # a generous budget: no loss
+    assert res["best"]["steps"] == 2 and res["steps"] == [2]
     assert main(["search", "--latency", str(lat), "--quality", str(tmp_path / "nope.json")]) == 2
     assert "--quality: no such file" in capsys.readouterr().err
 

@@ -37,7 +37,8 @@ def test_time_fn_counts_calls_and_orders_stats():
     calls = []
     stats = time_fn(lambda: calls.append(1), warmup=2, repeats=7)
     assert len(calls) == 9
-    assert set(stats) == {"median", "p10", "p90", "mean", "repeats"}
+    assert set(stats) == {"median", "p10", "p90", "ci_low", "ci_high", "mean", "repeats", "times"}
+    assert len(stats["times"]) == 7 and stats["ci_low"] <= stats["median"] <= stats["ci_high"]
     assert stats["repeats"] == 7
     assert 0 <= stats["p10"] <= stats["median"] <= stats["p90"]
     assert stats["mean"] > 0

@@ -39,10 +39,8 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def run(var, impl, q, k, v, **opts) -> torch.Tensor:
-    if impl == "reference":
-        return var.reference(q, k, v, **opts)
-    if impl == "triton":
-        return var.triton(q, k, v, **opts)
+    if impl != "ane":
+        return getattr(var, impl)(q, k, v, **opts)
     return az.from_channels_first(
         var.ane(
             az.to_channels_first(q),
@@ -289,3 +287,18 @@ def test_nan_and_inf_propagate_like_the_reference(name, impl, dtype, grid):
             out = run(var, impl, q, k, v, **opts)
             ref = var.reference(q.double(), k.double(), v.double(), **opts)
             assert torch.equal(~torch.isfinite(out), ~torch.isfinite(ref)), f"{inf} in {which}"
+
+
+@pytest.mark.parametrize("nk", [1, 5, 15, 16, 17, 64])
+def test_fast_softmax_keeps_nan_queries_nan_at_any_key_count(nk):
+    """torch's CPU SDPA returns zeros for a NaN query below 16 keys; the fast paths must not
+    (softmax_frame: frames of nk tokens)."""
+    cases = [("softmax", (20, nk, nk), {}), ("softmax_frame", (4 * nk,) * 3, {"grid": (4, 1, nk)})]
+    for name, (nq, n_k, n_v), opts in cases:
+        q, k, v = torch.randn(1, 2, nq, 16), torch.randn(1, 2, n_k, 16), torch.randn(1, 2, n_v, 16)
+        row = nq - 1
+        q[0, 1, row, 3] = float("nan")
+        out = az.get(name).fast(q, k, v, **opts)
+        nan_rows = torch.isnan(out).any(dim=-1)
+        assert torch.isnan(out[0, 1, row]).all(), (name, nk)
+        assert nan_rows.sum() == 1, (name, nk)

@@ -7,11 +7,11 @@ import re
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 
 from export import to_onnx
+from export.onnx import session, session_options
 from hybrid_dit import PRESETS, HybridDiT
 
 
@@ -54,7 +54,7 @@ def test_onnxruntime_matches_pytorch(tmp_path, pattern, patch, thw):
     assert [i.name for i in graph.input] == names
     # atomic write: only the model file is left, no temporary folder or file
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.onnx"]
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = session(path)
     (out,) = sess.run(None, {n: a.numpy() for n, a in zip(names, args, strict=True)})
     with torch.no_grad():
         ref = model(*args).numpy()
@@ -75,7 +75,7 @@ def test_external_data_lands_beside_the_model(tmp_path):
         if e.key == "location"
     }
     assert locations == {"ext.onnx.data"}  # a bare name: the pair can be moved together
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = session(path)
     feeds = {i.name: a.numpy() for i, a in zip(sess.get_inputs(), args, strict=True)}
     with torch.no_grad():
         assert rel_err(sess.run(None, feeds)[0], model(*args).numpy()) < 1e-4
@@ -132,3 +132,64 @@ def test_export_command_rejects_bad_arguments(tmp_path, capsys, flag, value, mes
         argv += [k, v]
     assert main(argv) == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+def _op_types(model_proto) -> set[str]:
+    """Every op type in the graph and in its local functions (the dynamo exporter may nest)."""
+    ops = {n.op_type for n in model_proto.graph.node}
+    for f in model_proto.functions:
+        ops |= {n.op_type for n in f.node}
+    return ops
+
+
+def test_exported_linear_attention_runs_as_matmuls_without_einsum(tmp_path):
+    """onnxruntime's CPU Einsum transposes its inputs (onnxruntime issue 5897): the linear
+    forms export as MatMul with V padded by ones, softmax as MatMul-Softmax-MatMul."""
+    for pattern, must in (("relu_linear", "MatMul"), ("softmax", "Softmax")):
+        model = tiny_model(pattern)
+        args = example(model, 2, 3, 4)
+        path = to_onnx(model, args, tmp_path / f"{pattern}.onnx")
+        ops = _op_types(onnx.load(str(path)))
+        assert "Einsum" not in ops, (pattern, sorted(ops))
+        assert must in ops, (pattern, sorted(ops))
+        sess = session(path)
+        feeds = {i.name: a.numpy() for i, a in zip(sess.get_inputs(), args, strict=True)}
+        with torch.no_grad():
+            assert rel_err(sess.run(None, feeds)[0], model(*args).numpy()) < 1e-4
+
+
+def test_the_one_session_helper_matches_torch_and_stops_spinning(tmp_path):
+    model = tiny_model("L,S")
+    path = to_onnx(model, example(model, 2, 3, 4), tmp_path / "m.onnx")
+    opts = session_options(session(path))
+    assert opts["intra_op_threads"] == torch.get_num_threads()
+    assert opts["inter_op_threads"] == 1 and opts["allow_spinning"] == "0"
+    assert session_options(session(path, threads=1))["intra_op_threads"] == 1
+    with pytest.raises(ValueError, match="threads must be a positive int"):
+        session(path, threads=0)
+
+
+def test_no_code_makes_an_onnxruntime_session_but_the_helper():
+    """Study, export, bench and tests all go through export.onnx.session."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    offenders = []
+    for pkg in (
+        "attention_zoo",
+        "kernels",
+        "hybrid_dit",
+        "export",
+        "bench",
+        "study",
+        "mobileattn",
+        "tests",
+    ):
+        for f in (root / pkg).rglob("*.py"):
+            if f.name == "onnx.py" and f.parent.name == "export":
+                continue
+            if f.name == "test_onnx.py":  # this check's own source names the class
+                continue
+            if "InferenceSession(" in f.read_text():
+                offenders.append(str(f.relative_to(root)))
+    assert not offenders, offenders

@@ -124,9 +124,9 @@ def make_inputs(ex) -> tuple[torch.Tensor, ...]:
 def run_impl(var, impl, q, k, v, opts) -> torch.Tensor:
     if impl == "reference":
         return var.reference(q, k, v, **opts)
-    if impl == "triton":
+    if impl in ("fast", "triton"):
         with poisoned_empty():
-            return var.triton(q, k, v, **opts)
+            return getattr(var, impl)(q, k, v, **opts)
     heads = q.shape[1]
     out = var.ane(
         az.to_channels_first(q), az.to_channels_first(k), az.to_channels_first(v), heads, **opts

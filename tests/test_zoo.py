@@ -185,13 +185,23 @@ def test_registry_lists_eight_variants_with_kinds():
         assert "reference" in var.impls()
 
 
-def test_attention_dispatches_to_reference_on_cpu():
+def test_auto_dispatches_to_the_fast_path_on_cpu():
     q, k, v = make_qkv(1, 2, 33, 16, dtype=torch.float64)
     for name, var in az.VARIANTS.items():
         opts = opts_for(var, 33)
-        ref = var.reference(q, k, v, **opts)
-        assert torch.equal(az.attention(q, k, v, variant=name, impl="auto", **opts), ref)
+        assert "fast" in var.impls(), name  # every variant has a fast exact CPU path
+        fast, ref = var.fast(q, k, v, **opts), var.reference(q, k, v, **opts)
+        assert torch.equal(az.attention(q, k, v, variant=name, impl="auto", **opts), fast)
+        assert torch.equal(az.attention(q, k, v, variant=name, impl="fast", **opts), fast)
         assert torch.equal(az.attention(q, k, v, variant=name, impl="reference", **opts), ref)
+        assert (fast - ref).abs().max() < 1e-12  # float64: the same math
+
+
+def test_auto_falls_back_to_the_reference_without_a_fast_path(bare_variant):
+    q, k, v = make_qkv(1, 2, 33, 16, dtype=torch.float64)
+    ref = bare_variant.reference(q, k, v)
+    assert torch.equal(az.attention(q, k, v, variant="test_bare"), ref)
+    assert torch.equal(bare_variant.fast(q, k, v), ref)
 
 
 @pytest.fixture
@@ -215,10 +225,10 @@ def bare_variant():
     del az.VARIANTS["test_bare"]
 
 
-@pytest.mark.parametrize("impl", ["triton", "ane"])
+@pytest.mark.parametrize("impl", ["fast", "triton", "ane"])
 def test_missing_implementation_names_what_exists(bare_variant, impl):
     q, k, v = make_qkv(1, 1, 4, 4)
-    assert getattr(bare_variant, impl) is None
+    assert impl not in bare_variant.impls()
     with pytest.raises(
         NotImplementedError, match=r"has no '\w+' implementation; it has: reference"
     ):

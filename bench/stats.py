@@ -1,0 +1,114 @@
+"""Timing statistics and the words a report may use about them.
+
+Every latency row carries its median and an interval: the p10-p90 range of the repeats and
+a bootstrap confidence interval of the median. Two latencies are called different only
+when their median intervals do not overlap; otherwise they are "the same within noise".
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+
+import numpy as np
+
+# Bootstrap of the median: resamples and the coverage of the interval.
+BOOTSTRAP_RESAMPLES = 2000
+CI_LEVEL = 0.95
+# Fewer repeats than this give no interval worth the name: never "faster" on them.
+MIN_REPEATS = 3
+
+
+def summarize(times: Sequence[float], seed: int = 0) -> dict:
+    """Seconds per call -> {median, p10, p90, ci_low, ci_high, mean, repeats, times}: p10/p90
+    of the calls, ci_low/ci_high a bootstrap CI_LEVEL interval of the median (percentile
+    method, seeded). With fewer than 3 calls the interval is the min-max range."""
+    ts = np.asarray(times, dtype=np.float64)
+    if ts.ndim != 1 or ts.size == 0 or not np.isfinite(ts).all():
+        raise ValueError(f"times must be a non-empty list of finite seconds, got {times!r}")
+    p10, p90 = np.percentile(ts, [10, 90])
+    lo, hi = median_ci(ts, seed=seed)
+    return {
+        "median": float(statistics.median(ts.tolist())),
+        "p10": float(p10),
+        "p90": float(p90),
+        "ci_low": lo,
+        "ci_high": hi,
+        "mean": float(ts.mean()),
+        "repeats": int(ts.size),
+        "times": [float(t) for t in ts],
+    }
+
+
+def median_ci(
+    times: Sequence[float], level: float = CI_LEVEL, seed: int = 0
+) -> tuple[float, float]:
+    """Bootstrap interval of the median of `times` (percentile method, BOOTSTRAP_RESAMPLES
+    resamples, seeded so a table is reproducible from its raw times)."""
+    ts = np.asarray(times, dtype=np.float64)
+    if ts.size < 3:
+        return float(ts.min()), float(ts.max())
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, ts.size, size=(BOOTSTRAP_RESAMPLES, ts.size))
+    meds = np.median(ts[idx], axis=1)
+    a = (1 - level) / 2
+    lo, hi = np.quantile(meds, [a, 1 - a])
+    return float(lo), float(hi)
+
+
+def separated(a: dict, b: dict) -> bool:
+    """True when the median intervals (ci_low..ci_high) of two summaries do not overlap and
+    both rest on at least MIN_REPEATS repeats."""
+    if min(a.get("repeats", MIN_REPEATS), b.get("repeats", MIN_REPEATS)) < MIN_REPEATS:
+        return False
+    return a["ci_high"] < b["ci_low"] or b["ci_high"] < a["ci_low"]
+
+
+def speed_verdict(a: dict, b: dict, name_a: str, name_b: str) -> str:
+    """A sentence comparing the latency of a and b that the intervals support: "A is 1.75x
+    faster than B" only when their median intervals separate, else "A and B: the same
+    within noise (medians ... ms)". a, b: summaries in seconds or rows with *_ms keys."""
+    ma, mb = _ms(a), _ms(b)
+    if not separated(ma, mb):
+        why = (
+            f"fewer than {MIN_REPEATS} repeats"
+            if min(ma["repeats"], mb["repeats"]) < MIN_REPEATS
+            else "intervals overlap"
+        )
+        return (
+            f"{name_a} and {name_b}: the same within noise (medians {ma['median']:.4g} and "
+            f"{mb['median']:.4g} ms, {why})"
+        )
+    fast, slow, nf, ns = (
+        (ma, mb, name_a, name_b) if ma["median"] < mb["median"] else (mb, ma, name_b, name_a)
+    )
+    return (
+        f"{nf} is {slow['median'] / fast['median']:.2f}x faster than {ns} "
+        f"({fast['median']:.4g} vs {slow['median']:.4g} ms, intervals separate)"
+    )
+
+
+def _ms(s: dict) -> dict:
+    """A summary's median and interval in ms, from a seconds summary or a row of *_ms keys."""
+    n = s.get("repeats", MIN_REPEATS)
+    if "median_ms" in s:
+        return {
+            "median": s["median_ms"],
+            "ci_low": s["ci_low_ms"],
+            "ci_high": s["ci_high_ms"],
+            "repeats": n,
+        }
+    return {**{k: 1e3 * s[k] for k in ("median", "ci_low", "ci_high")}, "repeats": n}
+
+
+def ms_row(t: dict) -> dict:
+    """A seconds summary as the *_ms fields of a latency table row (times kept, in ms)."""
+    out = {f"{k}_ms": t[k] * 1e3 for k in ("median", "p10", "p90", "ci_low", "ci_high")}
+    out["repeats"] = t["repeats"]
+    out["times_ms"] = [x * 1e3 for x in t.get("times", [])]
+    return out
+
+
+def relative_error(predicted: float, measured: float) -> float:
+    return predicted / measured - 1 if measured else math.inf

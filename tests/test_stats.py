@@ -1,0 +1,75 @@
+"""bench.stats: intervals of medians and the words a report may use about two latencies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.machine import time_interleaved
+from bench.stats import median_ci, separated, speed_verdict, summarize
+
+
+def synthetic(median_ms: float, spread: float, n: int = 9, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return summarize((median_ms + spread * rng.standard_normal(n)) / 1e3)
+
+
+def test_summary_holds_median_interval_and_raw_times():
+    s = summarize([0.3, 0.1, 0.2, 0.5, 0.4])
+    assert s["median"] == 0.3 and s["repeats"] == 5 and len(s["times"]) == 5
+    assert s["ci_low"] <= s["median"] <= s["ci_high"]
+    assert s["p10"] <= s["median"] <= s["p90"]
+    assert summarize([0.3, 0.1])["ci_low"] == 0.1  # fewer than 3: the min-max range
+    with pytest.raises(ValueError, match="times must be"):
+        summarize([])
+    with pytest.raises(ValueError, match="times must be"):
+        summarize([0.1, float("nan")])
+
+
+def test_median_interval_is_reproducible_and_shrinks_with_more_repeats():
+    rng = np.random.default_rng(1)
+    few, many = rng.normal(10, 1, 7), rng.normal(10, 1, 200)
+    assert median_ci(few) == median_ci(few)  # seeded bootstrap
+    lo7, hi7 = median_ci(few)
+    lo200, hi200 = median_ci(many)
+    assert hi200 - lo200 < hi7 - lo7
+
+
+def test_faster_only_when_the_intervals_separate():
+    a, b = synthetic(100.0, 1.0), synthetic(175.0, 1.0, seed=1)
+    assert separated(a, b)
+    verdict = speed_verdict(a, b, "chosen", "MobileI2V's pattern")
+    assert verdict.startswith("chosen is 1.7") and "faster than MobileI2V's pattern" in verdict
+    # the order of the arguments does not change who is faster
+    assert speed_verdict(b, a, "MobileI2V's pattern", "chosen").startswith("chosen is 1.7")
+
+
+def test_overlapping_intervals_read_same_within_noise():
+    # the newcomer's case: 11367 vs 12599 ms medians of two configs of equal cost, each
+    # with the spread a busy 2-core machine gives (2 s)
+    a = summarize([9.4, 11.367, 13.4])
+    b = summarize([10.6, 12.599, 14.6])
+    assert not separated(a, b)
+    v = speed_verdict(a, b, "chosen", "MobileI2V's pattern")
+    assert "same within noise" in v and "faster" not in v
+
+
+def test_too_few_repeats_never_read_faster():
+    one, other = summarize([0.010]), summarize([0.020])
+    assert not separated(one, other)
+    assert "fewer than 3 repeats" in speed_verdict(one, other, "a", "b")
+
+
+def test_verdict_reads_table_rows_in_ms():
+    row = {"median_ms": 10.0, "ci_low_ms": 9.0, "ci_high_ms": 11.0}
+    other = {"median_ms": 20.0, "ci_low_ms": 19.0, "ci_high_ms": 21.0}
+    assert speed_verdict(row, other, "a", "b").startswith("a is 2.00x faster than b")
+
+
+def test_interleaved_timing_runs_candidates_in_rounds():
+    order = []
+    res = time_interleaved(
+        {"a": lambda: order.append("a"), "b": lambda: order.append("b")}, warmup=1, repeats=3
+    )
+    assert order == ["a", "b"] * 4  # warm-up round, then three timed rounds A B A B A B
+    assert res["a"]["repeats"] == res["b"]["repeats"] == 3
