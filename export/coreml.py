@@ -4,7 +4,8 @@
     to_coreml(module, (q, k, v), "attn.mlpackage", precision="fp16", target="iOS16")
 
 Core ML input names are the module's forward argument names; outputs are named "output"
-(one tensor) or "output_0", "output_1", ... (a tuple).
+(one tensor) or "output_0", "output_1", ... (a tuple), unless output_names says otherwise.
+With precision="fp16" and an iOS16+ target the program's inputs and outputs are float16.
 """
 
 from __future__ import annotations
@@ -141,6 +142,7 @@ def to_coreml(
     path,
     precision: str = "fp16",
     target=DEFAULT_TARGET,
+    output_names: Sequence[str] | None = None,
 ) -> Path:
     """Converts `module` to a Core ML ML Program and saves it as `path` (a .mlpackage).
 
@@ -152,21 +154,44 @@ def to_coreml(
         path: where to write, must end in .mlpackage; an existing package is replaced.
         precision: "fp16" (ANE: weights and activations in float16) or "fp32".
         target: minimum deployment target, a name from TARGETS or a coremltools.target.
+        output_names: the program's output names, one per output of forward (default
+            "output", or "output_0", "output_1", ... for a tuple).
 
     Returns the written path.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     example_inputs, names = _check_inputs(module, example_inputs)
+    if output_names is not None and (
+        isinstance(output_names, str)
+        or not isinstance(output_names, Sequence)
+        or not all(isinstance(n, str) and n for n in output_names)
+    ):
+        raise TypeError(f"output_names must be a sequence of non-empty str, got {output_names!r}")
     path = _check_path(path)
     ct_target = _target(target)
 
     import coremltools as ct
 
     module = module.eval()
+    # torch.export records each input's dim order; coremltools takes the standard one only
+    # (a size-1 axis can leave a "contiguous" tensor with another order, e.g. after a permute)
+    example_inputs = tuple(x.clone(memory_format=torch.contiguous_format) for x in example_inputs)
     ep = _capture(module, example_inputs)
     n_out = len(ep.graph_signature.user_outputs)
-    out_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
+    if output_names is None:
+        out_names = ["output"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
+    else:
+        out_names = list(output_names)
+        if len(out_names) != n_out or len(set(out_names)) != n_out:
+            raise ValueError(
+                f"output_names must name the {n_out} output(s) of module.forward once each, "
+                f"got {output_names!r}"
+            )
+        if set(out_names) & set(names):
+            raise ValueError(
+                f"output_names must differ from the input names {names}, got {output_names!r}"
+            )
     with warnings.catch_warnings():
         # coremltools' frontend calls its own deprecated registry API on every op
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"coremltools\.")

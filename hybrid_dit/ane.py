@@ -1,7 +1,17 @@
 """The channels-first twin of HybridDiT for Core ML / the Apple Neural Engine.
 
-    twin = to_ane(model)                 # same weights, same outputs
-    v = twin(x_t, t, first_frame, motion)
+    twin = to_ane(model)                     # same weights, same outputs
+    v = twin(x_t, t, first_frame, motion)    # HybridDiT's video contract, for checking
+    step = twin.step_module(grid)            # one denoising step: the Core ML program
+    v_tok = step(x, t_freq, motion_freq)     # rank-4 in and out, no sin/cos inside
+
+The exported unit is one denoising step on tokens (batch, C_in*p*p, 1, N): channel
+c*p*p + py*p + px holds latent channel c at patch offset (py, px), token t*H*W + y*W + x the
+patch at (t, y, x) of the token grid (T, H, W), the sequence last. The host (numpy,
+export/host.py) does the rest: noise, Euler steps, first-frame re-injection, the
+space-to-depth layout change in and out, and the sinusoid features of the timestep and
+motion score (P5), which it passes in as t_freq (batch, F, 1, T) and motion_freq
+(batch, F, 1, 1).
 
 Apple's ml-ane-transformers principles, each cited where a line serves it:
   (P1) activations are rank-4 (batch, channels, 1, seq): the sequence sits last, which the
@@ -10,7 +20,12 @@ Apple's ml-ane-transformers principles, each cited where a line serves it:
        through a load_state_dict pre-hook (w -> w[:, :, None, None]);
   (P3) norms reduce over the channel axis (dim 1);
   (P4) no transposes, and few reshapes, on the hot path: per-frame modulation reaches the
-       tokens through an einsum with a frame indicator, not through per-frame views.
+       tokens through an einsum with a frame indicator, RoPE's pair swap is a grouped 1x1
+       conv, not per-head views;
+  (P5) no sin/cos in the program: at t * time_scale ~ 1000 rad fp16's spacing is 0.5 rad,
+       so sinusoid features computed in an fp16 program would be noise; the host computes
+       them in float64 and passes them in (the embedding MLPs stay in the program, so the
+       host needs no weights).
 Attention is the zoo's ANE form (`az.attention(..., impl="ane", heads=H)`), which splits
 heads off the channel axis and runs them one after another.
 """
@@ -18,7 +33,6 @@ heads off the channel axis and runs them one after another.
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 import torch
@@ -26,7 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import attention_zoo as az
-from hybrid_dit.config import DiTConfig
+from attention_zoo.checks import FLOAT_DTYPES
+from hybrid_dit.config import DiTConfig, check_grid
 from hybrid_dit.model import (
     MODULATIONS,
     HybridDiT,
@@ -34,10 +49,16 @@ from hybrid_dit.model import (
     _rope_arrays,
     attention_options,
     check_inputs,
+    inject_first_frame,
     modulate,
+    sinusoid,
 )
 
 ATTENTION_IMPLS = ("ane", "reference")
+STEP_INPUTS = ("x", "t_freq", "motion_freq")  # ANEStep.forward's names: the program's inputs
+# The largest dimension a tensor may have and stay on the ANE, as reported (export.lint's
+# MAX_DIM, which hybrid_dit cannot import: imports run the other way).
+ANE_MAX_DIM = 16384
 
 
 @functools.lru_cache(maxsize=32)
@@ -54,10 +75,30 @@ def spread_frames(z: torch.Tensor, grid) -> torch.Tensor:
     """Per-frame values to per-token values: z (batch, K, 1, T) -> (batch, K, 1, N), token j
     taking its frame's value. A product with a 0/1 frame indicator (T, N) in the native MIL
     einsum form, "nchw,nwhu->nchu", instead of per-frame reshapes of the activations (a
-    reshape that changes the last axis moves the whole tensor on the ANE)."""
+    reshape that changes the last axis moves the whole tensor on the ANE). Exact in fp16:
+    each output is one product with 1."""
     grid = tuple(int(g) for g in grid)
     e = torch.tensor(_frame_indicator(grid), dtype=z.dtype, device=z.device)
     return torch.einsum("nchw,nwhu->nchu", z, e.expand(z.shape[0], -1, -1, -1))
+
+
+def video_to_tokens(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """(B, C, T, H*p, W*p) latent video -> (B, C*p*p, 1, T*H*W) step tokens: space-to-depth
+    within each frame, channel c*p*p + py*p + px, tokens in (t, y, x) raster order. The
+    torch twin of export.host.tokens_from_video."""
+    b, c, t, h, w = x.shape
+    p = patch
+    y = x.reshape(b, c, t, h // p, p, w // p, p).permute(0, 1, 4, 6, 2, 3, 5)
+    return y.reshape(b, c * p * p, 1, t * (h // p) * (w // p))
+
+
+def tokens_to_video(y: torch.Tensor, grid, patch: int) -> torch.Tensor:
+    """The inverse of video_to_tokens: (B, C*p*p, 1, N) -> (B, C, T, H*p, W*p)."""
+    t, h, w = grid
+    p = patch
+    b = y.shape[0]
+    y = y.reshape(b, -1, p, p, t, h, w).permute(0, 1, 4, 5, 2, 6, 3)
+    return y.reshape(b, -1, t, h * p, w * p)
 
 
 class LinearConv(nn.Conv2d):
@@ -76,38 +117,35 @@ def layer_norm_cf(x: torch.Tensor, eps: float) -> torch.Tensor:
 
 class RopeCF:
     """RoPE tables in the channels-first layout: cos, sin (1, H*D, 1, N), the per-head tables
-    tiled over heads (head-major). The rotation partner of a channel comes from slices and
-    one concat on a rank-4 view (B, H, D, N): a gather is not an ANE op."""
+    tiled over heads (head-major), and the pair swap as a grouped 1x1 conv (one group per
+    head, a 0/1 permutation of its D channels, exact in fp16): no per-head view, slices or
+    concat (P4), and no gather (not an ANE op)."""
 
     def __init__(self, cfg: DiTConfig, grid, dtype, device):
         grid = tuple(int(g) for g in grid)
         self.heads, self.head_dim = cfg.heads, cfg.head_dim
         self.pairs = cfg.rope_split[0] // 2
-        cos, sin, _ = _rope_arrays(cfg.head_dim, self.pairs, cfg.rope_theta, grid)
+        cos, sin, perm = _rope_arrays(cfg.head_dim, self.pairs, cfg.rope_theta, grid)
         n, h, d = cos.shape[0], cfg.heads, cfg.head_dim
         # tiled and transposed in numpy, so exporters see constants
         self.cos = torch.tensor(np.tile(cos.T, (h, 1)), dtype=dtype, device=device)
         self.cos = self.cos.view(1, h * d, 1, n)
         self.sin = torch.tensor(np.tile(sin.T, (h, 1)), dtype=dtype, device=device)
         self.sin = self.sin.view(1, h * d, 1, n)
+        swap = np.zeros((d, d))
+        swap[np.arange(d), perm] = 1.0  # output channel i reads its partner perm[i]
+        swap = np.tile(swap, (h, 1))[:, :, None, None]  # (H*D, D, 1, 1): a group per head
+        self.swap = torch.tensor(swap, dtype=dtype, device=device)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (batch, H*D, 1, N) -> rotated, same shape."""
-        b, c, _, n = x.shape
-        a, d = self.pairs, self.head_dim
-        xh = x.view(b, self.heads, d, n)  # rank 4 (P1)
-        parts = []
-        for axis in range(3):  # swap the two halves of each axis block
-            lo = 2 * a * axis
-            parts += [xh[:, :, lo + a : lo + 2 * a], xh[:, :, lo : lo + a]]
-        if d > 6 * a:
-            parts.append(xh[:, :, 6 * a :])  # unrotated: sin is 0 there
-        rot = torch.cat(parts, dim=2).view(b, c, 1, n)
-        return x * self.cos + rot * self.sin
+        """x: (batch, H*D, 1, N) -> rotated, same shape. Unrotated channels have sin = 0."""
+        return x * self.cos + F.conv2d(x, self.swap, groups=self.heads) * self.sin
 
 
 class ScalarEmbedderCF(nn.Module):
-    """Sinusoid and MLP of scalars, channels-first: (B, T) -> (B, hidden, 1, T)."""
+    """The MLP of a scalar embedder, channels-first: sinusoid features (B, F, 1, S) ->
+    (B, hidden, 1, S). The features themselves come from the host in the exported step
+    (P5); `features` computes them in torch for the twin's video forward."""
 
     def __init__(self, freq_dim: int, hidden: int, scale: float):
         super().__init__()
@@ -115,14 +153,13 @@ class ScalarEmbedderCF(nn.Module):
         self.fc1 = LinearConv(freq_dim, hidden)
         self.fc2 = LinearConv(hidden, hidden)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        half = self.freq_dim // 2
-        freqs = torch.exp(
-            torch.arange(half, dtype=torch.float32, device=x.device) * (-math.log(10000.0) / half)
-        )
-        args = freqs[None, :, None] * (x.float() * self.scale)[:, None, :]  # (B, F/2, T)
-        e = torch.cat([torch.cos(args), torch.sin(args)], dim=1).unsqueeze(2)  # (B, F, 1, T)
-        return self.fc2(F.silu(self.fc1(e.to(self.fc1.weight.dtype))))
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Scalars (B, S) -> (B, F, 1, S) [cos | sin] features, as HybridDiT's embedder."""
+        e = sinusoid(x * self.scale, self.freq_dim)  # (B, S, F) float32
+        return e.permute(0, 2, 1).unsqueeze(2).to(self.fc1.weight.dtype)
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.silu(self.fc1(e)))
 
 
 class AttentionCF(nn.Module):
@@ -158,11 +195,21 @@ class AttentionCF(nn.Module):
         return az.to_channels_first(o)
 
 
+def _split_sizes(total: int, pieces: int) -> list[int]:
+    """`total` channels in `pieces` near-equal parts that sum to it (none dropped)."""
+    base, extra = divmod(total, pieces)
+    return [base + (i < extra) for i in range(pieces)]
+
+
 class GLUMBConvCF(nn.Module):
     """GLUMBConv channels-first. The per-frame depthwise 3x3 runs on the view
-    (batch, 2F, 1, T*H*W) -> (batch, 2F*T, H, W), rank 4 with no transpose (the one reshape
-    pair a spatial conv needs): channel c*T + t holds channel c of frame t, so the depthwise
-    weights are repeated T times along the channels."""
+    (batch, K, 1, T*H*W) -> (batch, K*T, H, W), rank 4 with no transpose: channel c*T + t
+    holds channel c of frame t, so the depthwise weights are repeated T times along the
+    channels. That reshape pair is the one the block keeps: a 3x3 within each frame on the
+    flat token axis needs its row and frame borders masked (three masked, shifted copies of
+    the 2F-channel tensor), more data movement than the two views. Where K*T for all 2F
+    channels would exceed ANE_MAX_DIM (mobilei2v at T = 3: 17280), each GLU half goes
+    through its own views, split further if need be."""
 
     def __init__(self, cfg: DiTConfig):
         super().__init__()
@@ -171,30 +218,62 @@ class GLUMBConvCF(nn.Module):
         self.depthwise = nn.Conv2d(2 * f, 2 * f, 3, padding=1, groups=2 * f)
         self.point = LinearConv(f, c, bias=False)
 
+    def pieces(self, frames: int) -> list[int]:
+        """Channel counts of the depthwise views for `frames` latent frames: all 2F in one,
+        or each GLU half in as few near-equal pieces as keep K*T <= ANE_MAX_DIM."""
+        two_f = self.depthwise.in_channels
+        if two_f * frames <= ANE_MAX_DIM:
+            return [two_f]
+        if frames > ANE_MAX_DIM:
+            raise ValueError(
+                f"grid: {frames} latent frames exceed {ANE_MAX_DIM}, the most the depthwise "
+                "view can hold even one channel at a time"
+            )
+        f = two_f // 2
+        per_half = -(-f * frames // ANE_MAX_DIM)
+        while -(-f // per_half) * frames > ANE_MAX_DIM:  # the largest piece must fit too
+            per_half += 1
+        return _split_sizes(f, per_half) * 2
+
     def forward(self, x: torch.Tensor, grid) -> torch.Tensor:
         """x: (batch, C, 1, N) -> (batch, C, 1, N)."""
         b, _, _, n = x.shape
         t, h, w = grid
         y = F.silu(self.inverted(x))  # (batch, 2F, 1, N)
-        ch = y.shape[1]
+        sizes = self.pieces(t)
         dw = self.depthwise
-        y = F.conv2d(
-            y.view(b, ch * t, h, w),
-            dw.weight.repeat_interleave(t, dim=0),
-            dw.bias.repeat_interleave(t, dim=0),
-            padding=1,
-            groups=ch * t,
-        ).view(b, ch, 1, n)
-        val, gate = y.chunk(2, dim=1)
+        parts = [(y, dw.weight, dw.bias)]
+        if len(sizes) > 1:
+            ys, ws, bs = y.split(sizes, dim=1), dw.weight.split(sizes), dw.bias.split(sizes)
+            parts = list(zip(ys, ws, bs, strict=True))
+        outs = []
+        for y_i, w_i, b_i in parts:
+            k = y_i.shape[1]
+            z = F.conv2d(
+                y_i.view(b, k * t, h, w),
+                w_i.repeat_interleave(t, dim=0),
+                b_i.repeat_interleave(t, dim=0),
+                padding=1,
+                groups=k * t,
+            )
+            outs.append(z.view(b, k, 1, n))
+        half = len(outs) // 2
+        if half == 0:  # one view of all 2F channels
+            val, gate = outs[0].chunk(2, dim=1)
+        else:  # the pieces split each half: no concat where a half is one piece
+            val, gate = (
+                o[0] if len(o) == 1 else torch.cat(o, dim=1) for o in (outs[:half], outs[half:])
+            )
         return self.point(val * F.silu(gate))
 
 
 class DiTBlockCF(nn.Module):
     """Channels-first DiTBlock.
 
-    forward(x, cond, rope, grid) -> x
+    forward(x, mod, rope, grid) -> x
         x:    (batch, C, 1, N) tokens in (t, y, x) order
-        cond: (batch, 6C, 1, T) per-latent-frame modulation from `ANEHybridDiT.condition`
+        mod:  (batch, 6C, 1, N) the shared adaLN-single modulation, already spread from
+              frames to tokens (`ANEHybridDiT.step`); this block adds its own table
         rope: `RopeCF` tables from `ANEHybridDiT.rope(grid)`
         grid: (T, H, W) token grid
     """
@@ -207,11 +286,11 @@ class DiTBlockCF(nn.Module):
         self.ffn = GLUMBConvCF(cfg)
         self.table = nn.Parameter(torch.zeros(MODULATIONS, cfg.hidden))
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, rope: RopeCF, grid) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mod: torch.Tensor, rope: RopeCF, grid) -> torch.Tensor:
         c = x.shape[1]
         eps = self.cfg.norm_eps
-        mod = cond + self.table.view(1, MODULATIONS * c, 1, 1)  # (batch, 6C, 1, T)
-        mod = spread_frames(mod, grid)  # (batch, 6C, 1, N)
+        # spread(cond) + table == spread(cond + table): every token belongs to one frame
+        mod = mod + self.table.view(1, MODULATIONS * c, 1, 1)  # (batch, 6C, 1, N)
         shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = mod.chunk(MODULATIONS, dim=1)
         x = x + gate_a * self.attn(modulate(layer_norm_cf(x, eps), shift_a, scale_a), rope, grid)
         return x + gate_f * self.ffn(modulate(layer_norm_cf(x, eps), shift_f, scale_f), grid)
@@ -226,17 +305,31 @@ class FinalLayerCF(nn.Module):
         self.table = nn.Parameter(torch.zeros(2, cfg.hidden))
         self.linear = LinearConv(cfg.hidden, cfg.patch_size**2 * cfg.in_channels)
 
-    def forward(self, x: torch.Tensor, emb_t: torch.Tensor, grid) -> torch.Tensor:
-        """x: (batch, C, 1, N), emb_t: (batch, C, 1, T) -> (batch, p*p*C_out, 1, N)."""
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """x: (batch, C, 1, N), emb: (batch, C, 1, N) the timestep embedding spread to the
+        tokens -> (batch, p*p*C_out, 1, N), channels (c, py, px)."""
         c = x.shape[1]
-        shift = spread_frames(emb_t + self.table[0].view(1, c, 1, 1), grid)  # (batch, C, 1, N)
-        scale = spread_frames(emb_t + self.table[1].view(1, c, 1, 1), grid)
+        shift = emb + self.table[0].view(1, c, 1, 1)
+        scale = emb + self.table[1].view(1, c, 1, 1)
         return self.linear(modulate(layer_norm_cf(x, self.eps), shift, scale))
+
+
+def _check_step_tensor(name: str, x, shape: tuple[int, ...], layout: str, like: torch.Tensor):
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor {layout}, got {type(x).__name__}")
+    if tuple(x.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape} {layout}, got {tuple(x.shape)}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
+    if x.dtype != like.dtype:
+        raise TypeError(f"{name} must have the model's dtype {like.dtype}, got {x.dtype}")
+    if x.device != like.device:
+        raise ValueError(f"{name} must be on the model's device {like.device}, got {x.device}")
 
 
 class ANEHybridDiT(nn.Module):
     """Channels-first twin of HybridDiT: same parameters (by name), same forward signature
-    and outputs; every activation is (batch, C, 1, seq) or a free view of it.
+    and outputs; every activation of `step` is (batch, C, 1, seq) or a free view of it.
 
     attention_impl: "ane" runs the zoo's ANE forms (what Core ML export needs); "reference"
     runs the zoo's reference through a layout change at the edge (for checking the rest of
@@ -275,11 +368,58 @@ class ANEHybridDiT(nn.Module):
         w = self.patch_embed.weight
         return RopeCF(self.cfg, grid, w.dtype, w.device)
 
-    def condition(self, t_frames: torch.Tensor, motion: torch.Tensor):
-        """t_frames: (B, T), motion: (B,) -> cond (B, 6C, 1, T), emb_t (B, C, 1, T)."""
-        emb_t = self.t_embed(t_frames)
-        emb_m = self.motion_embed(motion[:, None])  # (B, C, 1, 1)
+    def features(self, t_frames: torch.Tensor, motion: torch.Tensor):
+        """The step's conditioning inputs in torch (the host computes them in numpy):
+        t_frames (B, T), motion (B,) -> t_freq (B, F, 1, T), motion_freq (B, F, 1, 1)."""
+        return self.t_embed.features(t_frames), self.motion_embed.features(motion[:, None])
+
+    def condition(self, t_freq: torch.Tensor, motion_freq: torch.Tensor):
+        """t_freq (B, F, 1, T), motion_freq (B, F, 1, 1) -> cond (B, 6C, 1, T) per-frame
+        modulation, emb_t (B, C, 1, T) timestep embedding."""
+        emb_t = self.t_embed(t_freq)
+        emb_m = self.motion_embed(motion_freq)  # (B, C, 1, 1)
         return self.t_mod(F.silu(emb_t)) + self.motion_mod(F.silu(emb_m)), emb_t
+
+    def step(
+        self, x: torch.Tensor, t_freq: torch.Tensor, motion_freq: torch.Tensor, grid
+    ) -> torch.Tensor:
+        """One denoising step on tokens: the velocity of the conditioned noisy video.
+
+        Args:
+            x: (B, C_in*p*p, 1, N) tokens of x_t with the clean first frame in latent frame
+                0 (video_to_tokens; export.host.tokens_from_video).
+            t_freq: (B, F, 1, T) sinusoid features of each latent frame's timestep (frame 0
+                gets t = 0), F = cfg.freq_dim.
+            motion_freq: (B, F, 1, 1) sinusoid features of the motion score.
+            grid: token grid (T, H, W), T * H * W == N.
+        Returns:
+            (B, C_in*p*p, 1, N) velocity tokens (tokens_to_video gives the video).
+        """
+        cond, emb_t = self.condition(t_freq, motion_freq)  # (B, 6C, 1, T), (B, C, 1, T)
+        mod = spread_frames(cond, grid)  # (B, 6C, 1, N): spread once, shared by the blocks
+        w = self.patch_embed.weight  # (C, C_in, p, p) -> a 1x1 conv over (c, py, px)
+        h = F.conv2d(x, w.reshape(w.shape[0], -1, 1, 1), self.patch_embed.bias)  # (B, C, 1, N)
+        rope = self.rope(grid)
+        for block in self.blocks:
+            h = block(h, mod, rope, grid)
+        return self.final(h, spread_frames(emb_t, grid))
+
+    def check_step_inputs(self, x, t_freq, motion_freq, grid) -> tuple[int, int, int]:
+        """Checks step's arguments against the config and the token grid; returns the grid."""
+        grid = check_grid(grid)
+        cfg, like = self.cfg, self.patch_embed.weight
+        b = x.shape[0] if isinstance(x, torch.Tensor) and x.dim() >= 1 else 1
+        n, f = grid[0] * grid[1] * grid[2], cfg.freq_dim
+        cpp = cfg.in_channels * cfg.patch_size**2
+        _check_step_tensor("x", x, (b, cpp, 1, n), "(B, C_in*p*p, 1, N) tokens", like)
+        _check_step_tensor("t_freq", t_freq, (b, f, 1, grid[0]), "(B, F, 1, T)", like)
+        _check_step_tensor("motion_freq", motion_freq, (b, f, 1, 1), "(B, F, 1, 1)", like)
+        return grid
+
+    def step_module(self, grid) -> ANEStep:
+        """This twin's step for the token grid (T, H, W) as a module with the program's
+        inputs as its forward's arguments (what to_coreml exports)."""
+        return ANEStep(self, grid)
 
     def forward(
         self,
@@ -288,30 +428,34 @@ class ANEHybridDiT(nn.Module):
         first_frame: torch.Tensor | None = None,
         motion: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Same contract as HybridDiT.forward: (B, C, T, H, W) -> velocity (B, C, T, H, W)."""
+        """Same contract as HybridDiT.forward: (B, C, T, H, W) -> velocity (B, C, T, H, W),
+        through `step` with the layout change and features the host does in export."""
         t, motion, grid = check_inputs(
             self.cfg, x_t, t, first_frame, motion, like=self.patch_embed.weight
         )
-        b, c_in, nt, h, w = x_t.shape
-        n = grid[0] * grid[1] * grid[2]
-        # Frames stacked along the height (rank 4 from here on, P1); a patch never
-        # straddles two frames because p divides H.
-        x4 = x_t.reshape(b, c_in, nt * h, w)
-        t_frames = t[:, None].expand(b, nt)
-        if first_frame is not None:  # as inject_first_frame, on the rank-4 view
-            x4 = torch.cat([first_frame.to(x4.dtype), x4[:, :, h:]], dim=2)
-            t_frames = torch.cat([torch.zeros_like(t_frames[:, :1]), t_frames[:, 1:]], dim=1)
-        cond, emb_t = self.condition(t_frames, motion)
-        x = self.patch_embed(x4).view(b, -1, 1, n)  # (B, C, 1, N)
-        rope = self.rope(grid)
-        for block in self.blocks:
-            x = block(x, cond, rope, grid)
-        y = self.final(x, emb_t, grid)  # (B, C_in*p*p, 1, N), channels (c, py, px)
+        x_t, t_frames = inject_first_frame(x_t, t, first_frame)
+        t_freq, motion_freq = self.features(t_frames, motion)
         p = self.cfg.patch_size
-        y = y.view(b, -1, grid[0] * grid[1], grid[2])
-        if p > 1:
-            y = F.pixel_shuffle(y, p)  # (B, C_in, T*H, W)
-        return y.view(b, c_in, nt, h, w)
+        v = self.step(video_to_tokens(x_t, p), t_freq, motion_freq, grid)
+        return tokens_to_video(v, grid, p)
+
+
+class ANEStep(nn.Module):
+    """One denoising step of a twin for a fixed token grid: forward(x, t_freq, motion_freq)
+    -> velocity tokens, all (B, channels, 1, seq) (see ANEHybridDiT.step). Shares the
+    twin's weights."""
+
+    def __init__(self, twin: ANEHybridDiT, grid):
+        super().__init__()
+        if not isinstance(twin, ANEHybridDiT):
+            raise TypeError(f"twin must be an ANEHybridDiT, got {type(twin).__name__}")
+        self.twin, self.grid = twin, check_grid(grid)
+
+    def forward(
+        self, x: torch.Tensor, t_freq: torch.Tensor, motion_freq: torch.Tensor
+    ) -> torch.Tensor:
+        grid = self.twin.check_step_inputs(x, t_freq, motion_freq, self.grid)
+        return self.twin.step(x, t_freq, motion_freq, grid)
 
 
 def to_ane(model: HybridDiT, attention_impl: str = "ane") -> ANEHybridDiT:

@@ -1,6 +1,8 @@
 """Core ML export of every variant's ANE form: it converts, the ANE lint finds no errors,
 and the MIL interpreter reproduces PyTorch (PSNR >= 35 dB in fp16, Apple's threshold;
->= 60 dB in fp32). Plus to_coreml's argument checks and its atomic write."""
+>= 60 dB in fp32). Plus to_coreml's argument checks (output names too), its atomic write,
+and inputs whose size-1 axes leave torch a non-standard dim order. The whole model's
+one-step program is tested in tests/test_bundle.py."""
 
 from __future__ import annotations
 
@@ -106,6 +108,10 @@ def _xy():
         ({"example_inputs": (torch.zeros(1), 2.0)}, TypeError, r"example_inputs\[1\]"),
         ({"example_inputs": "xy"}, TypeError, "example_inputs must be a tuple"),
         ({"module": lambda x, y: x}, TypeError, "module must be a torch.nn.Module"),
+        ({"output_names": "v"}, TypeError, "output_names must be a sequence of non-empty str"),
+        ({"output_names": ["v", ""]}, TypeError, "output_names must be a sequence of non-empty"),
+        ({"output_names": ["a", "b"]}, ValueError, r"must name the 1 output\(s\) of module"),
+        ({"output_names": ["x"]}, ValueError, r"must differ from the input names \['x', 'y'\]"),
     ],
 )
 def test_to_coreml_rejects_bad_arguments(tmp_path, kwargs, exc, match):
@@ -158,3 +164,29 @@ def test_tuple_outputs_are_numbered(tmp_path):
     out = run_mil(path, {"a": a.numpy()}, precision="fp32")
     np.testing.assert_allclose(out["output_0"], a.numpy() + 1, rtol=1e-6)
     np.testing.assert_allclose(out["output_1"], a.numpy() * 2, rtol=1e-6)
+
+
+def test_output_names_name_the_outputs(tmp_path):
+    class Pair(torch.nn.Module):
+        def forward(self, a):
+            return a + 1, a * 2
+
+    a = torch.randn(1, 2, 1, 8)
+    path = to_coreml(Pair(), (a,), tmp_path / "p.mlpackage", "fp32", output_names=("u", "w"))
+    assert load_program(path).outputs == ["u", "w"]
+    out = run_mil(path, {"a": a.numpy()}, precision="fp32")
+    np.testing.assert_allclose(out["w"], a.numpy() * 2, rtol=1e-6)
+
+
+def test_inputs_with_a_non_standard_dim_order_convert(tmp_path):
+    """(1, 4, 1, 8) and (1, 16, 1, 1) made by a permute are "contiguous" enough for torch
+    but carry another dim order, which coremltools refuses; to_coreml copies them."""
+    a = torch.randn(1, 8, 4).permute(0, 2, 1).unsqueeze(2)  # (1, 4, 1, 8)
+    m = torch.randn(1, 1, 16).permute(0, 2, 1).unsqueeze(2)  # (1, 16, 1, 1)
+    assert a.dim_order() != (0, 1, 2, 3) and m.dim_order() != (0, 1, 2, 3)
+    path = to_coreml(_Two(), (a, torch.ones(1, 4, 1, 8)), tmp_path / "a.mlpackage", "fp32")
+    out = run_mil(path, {"x": a.numpy(), "y": np.ones((1, 4, 1, 8))}, precision="fp32")
+    np.testing.assert_allclose(out["output"], np.maximum(a.numpy(), 0), rtol=1e-6)
+    path = to_coreml(_Scale(2.0), (m,), tmp_path / "m.mlpackage", "fp32")
+    out = run_mil(path, {"x": m.numpy()}, precision="fp32")["output"]
+    np.testing.assert_allclose(out, 2 * m.numpy(), rtol=1e-6)

@@ -1,10 +1,13 @@
-"""`mobileattn export`: a hybrid DiT to ONNX (checked under onnxruntime) and, where the Core
-ML exporter is present, to a .mlpackage from its channels-first twin (with ANE lint and
-MIL-interpreter parity where those are present).
+"""`mobileattn export`: a hybrid DiT to an export bundle: ONNX (the whole model, checked
+under onnxruntime: parity and latency) and Core ML (one denoising step of its
+channels-first twin, ANE-linted, checked through the MIL interpreter per step and by a clip
+generated through it with the numpy host loop), from the same weights.
 
     mobileattn export --preset mobilei2v --attention "L*7,S,L*7,S" --grid 3x23x40 --out out/
 
-Writes DIR/model.onnx, DIR/model.mlpackage (when possible) and DIR/export.json.
+Writes DIR/model.onnx, DIR/model.mlpackage, DIR/bundle.json (the program's inputs and
+outputs, layouts, dtypes and host-side conversions, for export.host) and DIR/export.json
+(bundle.json plus this run's settings and timings).
 """
 
 from __future__ import annotations
@@ -34,6 +37,12 @@ def add_parser(sub) -> None:
         "--precision", choices=("fp16", "fp32"), default="fp16", help="Core ML precision"
     )
     p.add_argument("--no-coreml", action="store_true", help="skip the Core ML export")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="sampling steps the model is used with: the generated clip's (default 2)",
+    )
     p.set_defaults(func=run)
 
 
@@ -71,28 +80,61 @@ def _fmt_err(e: dict) -> str:
     return f"max abs {e['max_abs']:.3g}, rel {e['rel']:.3g}, PSNR {e['psnr_db']:.1f} dB"
 
 
+def _print_coreml(res: dict, precision: str) -> bool:
+    """Prints the Core ML part of a bundle; True when every check passed."""
+    from export.bundle import COREML_MIN_PSNR
+
+    if res["status"] != "written":
+        print(f"Core ML: {res['status']} ({res.get('reason', '')})")
+        return True
+    print(f"Core ML: {res['path']} ({precision}, one denoising step, max rank {res['max_rank']})")
+    for io in (*res["inputs"], *res["outputs"]):
+        print(f"  {io['name']}: {tuple(io['shape'])} {io['dtype']}")
+    print(f"  ANE twin vs torch (fp32): {_fmt_err(res['twin_vs_torch'])}")
+    lint = res["lint"]
+    print(
+        f"  ANE lint: {len(lint['errors'])} errors, {len(lint['warnings'])} warnings "
+        f"({lint['reshape']} reshape, {lint['transpose']} transpose, {lint['ops']} ops)"
+    )
+    for msg in lint["errors"]:
+        print(f"    {msg}")
+    ok = not lint["errors"]
+    mil = res["run_mil"]
+    verdict = "ok" if mil["ok"] else f"FAILED (bound {COREML_MIN_PSNR:g} dB)"
+    print(f"  one step, MIL interpreter vs torch: {_fmt_err(mil)}: {verdict}")
+    ok = ok and mil["ok"]
+    if "clip" in res:
+        clip = res["clip"]
+        verdict = "ok" if clip["ok"] else f"FAILED (bound {COREML_MIN_PSNR:g} dB)"
+        print(
+            f"  {clip['steps']}-step clip, host loop + MIL interpreter vs hybrid_dit.sample "
+            f"(frames {clip['frames']}): {_fmt_err(clip)}: {verdict}"
+        )
+        ok = ok and clip["ok"]
+    return ok
+
+
 def run(args) -> int:
     from bench.machine import time_fn
-    from export.bundle import ONNX_TOLERANCE, coreml_stage, onnx_stage
+    from export.bundle import ONNX_TOLERANCE, write_bundle
     from export.files import write_json
 
     cfg = build_config(args.preset, args.attention)
     grid = parse_grid(args.grid, "--grid")
     if args.repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
     from export.onnx import MIN_OPSET
 
     if args.opset is not None and args.opset < MIN_OPSET:
         raise ValueError(f"--opset must be >= {MIN_OPSET} (dynamo exporter), got {args.opset}")
     if args.out.exists() and not args.out.is_dir():
         raise ValueError(f"--out must be a folder, got the file {str(args.out)!r}")
-    args.out.mkdir(parents=True, exist_ok=True)
     model = build_model(cfg, args.weights, args.seed)
     inputs = example_inputs(cfg, grid, seed=args.seed)
     pattern = format_pattern(cfg.attention)
     print(f"model: {args.preset}, attention {pattern}, token grid {'x'.join(map(str, grid))}")
-    with torch.inference_mode():
-        ref = model(*inputs).numpy()
 
     def timer(fn):
         return time_fn(fn, warmup=1, repeats=args.repeats)
@@ -101,8 +143,20 @@ def run(args) -> int:
         with torch.inference_mode():
             return model(*inputs)
 
-    onnx_res = onnx_stage(model, inputs, args.out, args.opset, ref, timer=timer)
+    args.out.mkdir(parents=True, exist_ok=True)
+    bundle = write_bundle(
+        model,
+        inputs,
+        args.out,
+        steps=args.steps,
+        progress=True,
+        opset=args.opset,
+        precision=args.precision,
+        coreml=not args.no_coreml,
+        timer=timer,
+    )
     torch_s = timer(torch_step)["median"]
+    onnx_res = bundle["onnx"]
     verdict = "ok" if onnx_res["ok"] else f"FAILED (bound {ONNX_TOLERANCE:g})"
     print(f"ONNX: {onnx_res['path']}")
     print(f"  onnxruntime vs torch (fp32): {_fmt_err(onnx_res)}: {verdict}")
@@ -110,38 +164,18 @@ def run(args) -> int:
         f"  latency, median of {args.repeats} with {torch.get_num_threads()} threads each: "
         f"onnxruntime {onnx_res['ort_median_s']:.4g} s, torch {torch_s:.4g} s"
     )
-
-    if args.no_coreml:
-        coreml_res = {"status": "skipped", "reason": "--no-coreml"}
-    else:
-        coreml_res = coreml_stage(model, inputs, args.out, args.precision, ref)
-    if coreml_res["status"] == "written":
-        print(f"Core ML: {coreml_res['path']} ({args.precision})")
-        print(f"  ANE twin vs torch: {_fmt_err(coreml_res['twin_vs_torch'])}")
-        lint = coreml_res["lint"]
-        if isinstance(lint, dict):
-            print(f"  ANE lint: {len(lint['errors'])} errors, {len(lint['warnings'])} warnings")
-            for msg in lint["errors"]:
-                print(f"    {msg}")
-        else:
-            print(f"  ANE lint: {lint}")
-        mil = coreml_res["run_mil"]
-        print(f"  MIL interpreter vs torch: {_fmt_err(mil) if isinstance(mil, dict) else mil}")
-    else:
-        print(f"Core ML: {coreml_res['status']} ({coreml_res['reason']})")
+    coreml_ok = _print_coreml(bundle["coreml"], args.precision)
+    print(f"bundle: {args.out / bundle['files']['json']}")
 
     write_json(
         args.out / "export.json",
         {
             "preset": args.preset,
-            "config": cfg.to_dict(),
             "attention": pattern,
-            "grid": list(grid),
             "seed": args.seed,
             "weights": None if args.weights is None else str(args.weights),
             "torch_median_s": torch_s,
-            "onnx": onnx_res,
-            "coreml": coreml_res,
+            **bundle,
         },
     )
-    return 0 if onnx_res["ok"] else 1
+    return 0 if onnx_res["ok"] and coreml_ok else 1
