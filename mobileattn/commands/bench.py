@@ -1,5 +1,6 @@
 """`mobileattn bench`: per-block latency table (and whole-model latency for a few patterns)
-of a preset at a token grid on one backend, as JSON."""
+of a preset, or of a diffusers model with zoo attention (--model diffusers:CLASS --config
+CONFIG.json), at a token grid on one backend, as JSON."""
 
 from __future__ import annotations
 
@@ -7,10 +8,25 @@ from pathlib import Path
 
 from study.tables import text_table
 
+DEFAULT_PRESET = "mobilei2v"
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="per-block and whole-model latency tables on a backend")
-    p.add_argument("--preset", default="mobilei2v", help="model shape (default: mobilei2v)")
+    p.add_argument("--preset", default=None, help=f"model shape (default: {DEFAULT_PRESET})")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="a diffusers model instead of a preset, diffusers:CLASS (random weights), "
+        "e.g. diffusers:SanaVideoTransformer3DModel; needs --config",
+    )
+    p.add_argument("--config", type=Path, default=None, help="JSON config of the --model class")
+    p.add_argument(
+        "--text-tokens",
+        type=int,
+        default=None,
+        help="caption tokens fed to a --model's cross-attention (default: 300)",
+    )
     p.add_argument("--grid", default="3x23x40", help="token grid TxHxW (default: 3x23x40)")
     p.add_argument(
         "--backend",
@@ -24,7 +40,7 @@ def add_parser(sub) -> None:
         "--patterns",
         default=None,
         help='whole-model patterns separated by ";" ("" for none; default: all softmax, '
-        "MobileI2V's pattern and all relu_linear at the preset's depth)",
+        "MobileI2V's pattern and all relu_linear at the model's depth)",
     )
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per block")
     p.add_argument("--model-repeats", type=int, default=3, help="timed repeats per model")
@@ -33,19 +49,31 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def _check_args(args):
+    """Everything the flags alone can tell, before any model is built."""
     import attention_zoo as az
-    from bench.latency import block_table, check_backend, machine_block, model_table
+    from bench.latency import check_backend
     from export.files import check_out_file
-    from hybrid_dit import PRESETS, parse_grid, reference_patterns
+    from hybrid_dit import PRESETS, parse_grid
 
-    if args.preset not in PRESETS:
-        raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {args.preset!r}")
+    if args.model is not None:
+        if args.preset is not None:
+            raise ValueError("--preset and --model do not go together: a preset is our model")
+        if args.config is None:
+            raise ValueError("--model needs --config CONFIG.json (the model class's arguments)")
+    else:
+        for flag, val in (("--config", args.config), ("--text-tokens", args.text_tokens)):
+            if val is not None:
+                raise ValueError(f"{flag} goes with --model diffusers:CLASS")
+        args.preset = DEFAULT_PRESET if args.preset is None else args.preset
+        if args.preset not in PRESETS:
+            raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {args.preset!r}")
     grid = parse_grid(args.grid, "--grid")
     check_backend(args.backend)
-    for name in ("repeats", "model_repeats"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name in ("repeats", "model_repeats", "text_tokens"):
+        val = getattr(args, name)
+        if val is not None and val < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {val}")
     check_out_file(args.out)
     variants = None if args.variants is None else [v.strip() for v in args.variants.split(",")]
     for v in variants or ():
@@ -53,13 +81,73 @@ def run(args) -> int:
             az.get(v)  # an unknown name fails before any model is built
         except KeyError as e:
             raise ValueError(f"--variants: {e.args[0]}") from None
-    if args.patterns is None:
-        patterns = list(reference_patterns(PRESETS[args.preset].depth))
-    else:
+    patterns = None
+    if args.patterns is not None:
         patterns = [p for p in args.patterns.split(";") if p.strip()]
+    return grid, variants, patterns
+
+
+def run(args) -> int:
+    grid, variants, patterns = _check_args(args)
+    if args.model is not None:
+        result, title = _diffusers_tables(args, grid, variants, patterns)
+    else:
+        result, title = _preset_tables(args, grid, variants, patterns)
+    blocks = result["blocks"]
+    print(
+        f"{title} at grid {args.grid} (N={blocks['N']}) on {args.backend}; "
+        f"fp32 GEMM {result['gemm_gflops']:.1f} GFLOP/s measured in this run"
+    )
+    soft = next((r["median_ms"] for r in blocks["variants"] if r["variant"] == "softmax"), None)
+    print(
+        text_table(
+            ["variant", "block ms", "95% CI ms", "vs softmax"],
+            [
+                [
+                    r["variant"],
+                    f"{r['median_ms']:.2f}",
+                    f"{r['ci_low_ms']:.2f}-{r['ci_high_ms']:.2f}",
+                    f"{soft / r['median_ms']:.2f}x" if soft else "-",
+                ]
+                for r in blocks["variants"]
+            ],
+        )
+    )
+    print(f"non-block overhead: {blocks['overhead']['median_ms']:.2f} ms")
+    if "models" in result:
+        print()
+        print(
+            text_table(
+                ["pattern", "measured ms", "95% CI ms", "sum of blocks ms", "error"],
+                [
+                    [
+                        r["pattern"],
+                        f"{r['median_ms']:.1f}",
+                        f"{r['ci_low_ms']:.1f}-{r['ci_high_ms']:.1f}",
+                        f"{r['predicted_ms']:.1f}",
+                        f"{100 * r['prediction_error']:+.1f}%",
+                    ]
+                    for r in result["models"]["models"]
+                ],
+            )
+        )
+    if args.out is not None:
+        from export.files import write_json
+
+        print(f"wrote {write_json(args.out, result)}")
+    return 0
+
+
+def _preset_tables(args, grid, variants, patterns):
+    from bench.latency import block_table, machine_block, model_table
+    from hybrid_dit import PRESETS, reference_patterns
+
+    cfg = PRESETS[args.preset]
+    if patterns is None:
+        patterns = list(reference_patterns(cfg.depth))
     for p in patterns:
         try:
-            PRESETS[args.preset].with_attention(p)  # a bad pattern fails before any timing
+            cfg.with_attention(p)  # a bad pattern fails before any timing
         except (ValueError, TypeError) as e:
             raise ValueError(f"--patterns: {e}") from None
     progress = not args.no_progress
@@ -78,45 +166,49 @@ def run(args) -> int:
             repeats=args.model_repeats,
             progress=progress,
         )
-    print(
-        f"{args.preset} at grid {args.grid} (N={blocks['N']}) on {args.backend}; "
-        f"fp32 GEMM {result['gemm_gflops']:.1f} GFLOP/s measured in this run"
-    )
-    soft = next((r["median_ms"] for r in blocks["variants"] if r["variant"] == "softmax"), None)
-    print(
-        text_table(
-            ["variant", "block ms", "p10 ms", "p90 ms", "vs softmax"],
-            [
-                [
-                    r["variant"],
-                    f"{r['median_ms']:.2f}",
-                    f"{r['p10_ms']:.2f}",
-                    f"{r['p90_ms']:.2f}",
-                    f"{soft / r['median_ms']:.2f}x" if soft else "-",
-                ]
-                for r in blocks["variants"]
-            ],
-        )
-    )
-    print(f"non-block overhead: {blocks['overhead']['median_ms']:.2f} ms")
-    if patterns:
-        print()
-        print(
-            text_table(
-                ["pattern", "measured ms", "sum of blocks ms", "error"],
-                [
-                    [
-                        r["pattern"],
-                        f"{r['median_ms']:.1f}",
-                        f"{r['predicted_ms']:.1f}",
-                        f"{100 * r['prediction_error']:+.1f}%",
-                    ]
-                    for r in result["models"]["models"]
-                ],
-            )
-        )
-    if args.out is not None:
-        from export.files import write_json
+    return result, args.preset
 
-        print(f"wrote {write_json(args.out, result)}")
-    return 0
+
+def _diffusers_tables(args, grid, variants, patterns):
+    from attention_zoo.diffusers import self_attention_blocks, set_attention
+    from bench import diffusers_latency as dl
+    from bench.latency import machine_block
+    from hybrid_dit import reference_patterns
+
+    try:
+        cls = dl.model_class(args.model)
+    except ValueError as e:
+        raise ValueError(f"--{e}") from None
+    try:
+        config = dl.load_config(args.config, cls)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"--{e}") from None
+    except ValueError as e:
+        raise ValueError(f"--{e}") from None
+    text_tokens = dl.TEXT_TOKENS if args.text_tokens is None else args.text_tokens
+    model = dl.build_model(cls, config)  # random weights: the depth and a check of the grid
+    depth = len(self_attention_blocks(model))
+    try:
+        dl.example_inputs(model, grid, text_tokens)
+    except ValueError as e:
+        raise ValueError(f"--{e}") from None
+    if patterns is None:
+        patterns = list(reference_patterns(depth))
+    for p in patterns:
+        try:
+            set_attention(dl.shared_copy(model), p)  # a bad pattern fails before any timing
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"--patterns: {e}") from None
+    del model
+    progress = not args.no_progress
+    common = {"text_tokens": text_tokens, "progress": progress}
+    blocks = dl.block_table(
+        cls, config, grid, args.backend, variants, repeats=args.repeats, **common
+    )
+    device = "cuda" if args.backend == "cuda" else "cpu"
+    result = {**machine_block(device), "blocks": blocks}
+    if patterns:
+        result["models"] = dl.model_table(
+            cls, config, grid, args.backend, patterns, blocks, args.model_repeats, **common
+        )
+    return result, args.model
