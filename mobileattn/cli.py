@@ -11,7 +11,17 @@ import sys
 from mobileattn import __version__
 
 # Order = order in --help.
-COMMANDS = ("run", "zoo", "bench", "quality", "search", "export", "lint", "train-teacher")
+COMMANDS = (
+    "run",
+    "zoo",
+    "bench",
+    "quality",
+    "search",
+    "export",
+    "lint",
+    "train-teacher",
+    "distill",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

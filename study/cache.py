@@ -40,6 +40,42 @@ def machine_id() -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def code_version(paths: tuple[str, ...]) -> str:
+    """A hash of the source of `paths` (packages or files, relative to the repository):
+    part of a measurement's cache key, so a number computed by other code is never reused.
+    Packages count every .py file below them."""
+    return _code_version(tuple(paths))
+
+
+def _source_files(paths: tuple[str, ...]) -> list[Path]:
+    files = []
+    for rel in paths:
+        p = ROOT / rel
+        if p.is_dir():
+            files += sorted(p.rglob("*.py"))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"code_version: no such package or file {rel!r}")
+    return files
+
+
+_CODE_CACHE: dict[tuple[str, ...], str] = {}
+
+
+def _code_version(paths: tuple[str, ...]) -> str:
+    if paths not in _CODE_CACHE:  # once per process: the code does not change under it
+        h = hashlib.sha256()
+        for f in _source_files(paths):
+            h.update(str(f.relative_to(ROOT)).encode())
+            h.update(f.read_bytes())
+        _CODE_CACHE[paths] = h.hexdigest()[:16]
+    return _CODE_CACHE[paths]
+
+
 def key_hash(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

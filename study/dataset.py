@@ -30,6 +30,11 @@ class TaskSpec:
         d["eval_ts"] = list(self.eval_ts)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> TaskSpec:
+        """The inverse of to_dict (a model's sidecar records its task this way)."""
+        return cls(**{**d, "video": VideoSpec(**d["video"]), "eval_ts": tuple(d["eval_ts"])})
+
 
 @dataclass
 class TaskData:

@@ -1,9 +1,11 @@
-"""The study `mobileattn run` walks: zoo latency vs N, per-block latency tables, per-block
-quality tables against the teacher, the search, configs built for real, export, report.
+"""The study `mobileattn run` walks: the zoo on this CPU, per-block latency tables, per-block
+quality tables against each teacher and its few-step students, the joint search over
+(sampling steps, per-block attention), configs built for real and measured, export, report.
 
-Each stage writes its table as JSON into the run folder (atomically). Every single
-measurement goes through the per-machine cache (study.cache), so a re-run reuses
-them (unless fresh) and a killed run resumes from its last finished measurement.
+Each stage writes its table as JSON into the run folder (atomically). Every measurement
+goes through the per-machine cache (study.cache), keyed by everything it depends on, the
+code that computes it included (study.cache.code_version), so a re-run reuses what is
+still valid (unless fresh) and a killed run resumes from its last finished measurement.
 """
 
 from __future__ import annotations
@@ -17,8 +19,18 @@ from pathlib import Path
 import torch
 
 from export.files import remove_stale_temps, write_json
-from hybrid_dit import mobilei2v_pattern, reference_patterns
-from study.cache import Cache
+from hybrid_dit import format_pattern, mobilei2v_pattern, reference_patterns
+from study.cache import Cache, code_version
+from study.models import student_path, teacher_path
+
+# The backend the search optimises by default, and why: a CPU user ships onnxruntime, the
+# faster CPU runtime for these models once both are configured alike (threads matched,
+# spinning off; bench/results/model-cpu.json). `--target` picks another.
+DEFAULT_TARGET = "onnxruntime-cpu"
+# MobileI2V's recipe: its 7:1 pattern, sampled with this many steps after distillation.
+RECIPE_STEPS = 2
+# The teacher's own sampler in the quality-vs-steps table.
+TEACHER_STEPS = 20
 
 
 @dataclass(frozen=True)
@@ -29,21 +41,26 @@ class StudyConfig:
     latency_preset: str = "mobilei2v"  # model whose latency is measured
     latency_grid: tuple[int, int, int] = (3, 23, 40)  # 720p x 17 frames latent
     backends: tuple[str, ...] = ("torch-cpu", "onnxruntime-cpu")  # + cuda when present
-    variants: tuple[str, ...] = ("softmax", "relu_linear", "focused_linear", "softmax_frame")
+    target: str = DEFAULT_TARGET  # the backend whose latency the search trades against
+    variants: tuple[str, ...] = ("softmax", "relu_linear")  # MobileI2V's two block kinds
     zoo_grids: tuple[tuple[int, int, int], ...] = ((4, 8, 8), (4, 16, 16), (3, 23, 40))
     zoo_variants: tuple[str, ...] | None = None  # None: every variant
-    block_repeats: int = 3
-    model_repeats: int = 2
-    model_backends: tuple[str, ...] = ("torch-cpu",)  # whole-model latency backends
+    zoo_repeats: int = 7
+    block_repeats: int = 7  # rounds of the interleaved block tables
+    block_stack: int = 2  # blocks per timed stack (bench.latency.STACK)
+    model_repeats: int = 5  # rounds of the interleaved whole-model timings
+    model_backends: tuple[str, ...] | None = None  # whole-model latency (None: the target)
     n_heldout: int = 8  # held-out clips of the quality measurements
-    eval_ts: tuple[float, ...] = (0.25, 0.5, 0.75)
-    sample_steps: int = 2
-    act_batches: int = 8  # teacher activation batches recorded for block distillation
-    distill_steps: int = 60  # block distillation steps per swap
-    joint_steps: int = 20  # whole-model distillation steps for configs built for real
-    budget: str = "mobilei2v"  # "mobilei2v" (its pattern's latency), "40ms" or "0.5x"
-    teacher: str | None = None  # teacher .safetensors (None: the committed one)
-    top_k: int = 2  # front configs around the budget built for real
+    eval_ts: tuple[float, ...] = (0.25, 0.5, 0.75)  # timesteps of the held-out FM loss
+    steps: tuple[int, ...] = (1, 2)  # sampling steps of the joint search
+    teachers: int = 1  # committed teachers used: seeds 0 .. teachers - 1
+    teacher: str | None = None  # one teacher .safetensors instead (its students beside it)
+    act_batches: int = 8  # activation batches recorded for block distillation
+    distill_steps: int = 100  # block distillation steps per swap (where its error plateaus)
+    joint_steps: int = 0  # whole-model distillation steps for configs built for real
+    budget: str = "mobilei2v"  # "mobilei2v" (its recipe's clip latency), "40ms" or "0.5x"
+    top_k: int = 1  # front points around the chosen one built for real
+    validate_references: bool = False  # also build all softmax / all relu_linear at its steps
     export: bool = True
     notes: tuple[str, ...] = field(default=())
 
@@ -68,10 +85,16 @@ class StudyConfig:
     @classmethod
     def quick(cls) -> StudyConfig:
         omitted = (
-            "variants elu_linear, cosformer, performer and sigmoid in the latency, quality "
-            "and search stages (the zoo latency plot has all eight)",
-            "whole-model latency on onnxruntime (per-block onnxruntime tables are measured)",
-            "held-out quality on 8 clips, 3 timesteps and 2 sampling steps",
+            "variants softmax_frame, focused_linear, elu_linear, cosformer, performer and "
+            "sigmoid in the latency, quality and search stages (the zoo table has all "
+            "eight); the quick study chooses between MobileI2V's two block kinds",
+            "one teacher (seed 0) of the three committed; `--teachers 3` or `--full` runs "
+            "the robustness study over all three",
+            "sampling steps 1 and 2 in the joint search (`--full`: 1, 2, 4 and the teacher at 20)",
+            "whole-model latency on the target backend only, for the chosen pair, its nearest "
+            "front neighbour and MobileI2V's recipe (`--full` adds more neighbours, all "
+            "softmax and all relu_linear, and torch-cpu)",
+            "held-out quality on 8 clips and 3 timesteps",
         )
         return cls(notes=omitted)
 
@@ -82,19 +105,29 @@ class StudyConfig:
         return cls(
             variants=tuple(az.VARIANTS),
             zoo_grids=((4, 8, 8), (4, 16, 16), (3, 23, 40), (6, 30, 34), (4, 64, 64)),
-            block_repeats=5,
-            model_repeats=3,
+            block_repeats=9,
+            model_repeats=7,
             model_backends=("torch-cpu", "onnxruntime-cpu"),
             n_heldout=16,
             eval_ts=(0.1, 0.3, 0.5, 0.7, 0.9),
-            sample_steps=4,
-            top_k=5,
+            steps=(1, 2, 4, TEACHER_STEPS),
+            teachers=3,
+            top_k=4,
+            validate_references=True,
         )
 
     def with_cuda(self) -> StudyConfig:
         if "cuda" in self.backends or not torch.cuda.is_available():
             return self
         return dataclasses.replace(self, backends=(*self.backends, "cuda"))
+
+    def teacher_paths(self) -> list[Path]:
+        if self.teacher is not None:
+            return [Path(self.teacher)]
+        return [teacher_path(s) for s in range(self.teachers)]
+
+    def whole_model_backends(self) -> tuple[str, ...]:
+        return self.model_backends or (self.target,)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -143,27 +176,49 @@ def _validate(c: StudyConfig) -> None:
     for g in c.zoo_grids:
         grid("zoo_grids", g)
     names("variants", c.variants)
-    if "softmax" not in c.variants:
-        raise ValueError("study config: variants must include softmax (the teacher's variant)")
+    for needed in ("softmax", "relu_linear"):
+        if needed not in c.variants:
+            raise ValueError(
+                f"study config: variants must include {needed} (the teachers' variant and "
+                "MobileI2V's linear block)"
+            )
     if c.zoo_variants is not None:
         names("zoo_variants", c.zoo_variants)
     for name in ("backends", "model_backends"):
         vals = getattr(c, name)
+        if vals is None and name == "model_backends":
+            continue
         if not isinstance(vals, (tuple, list)) or any(b not in BACKENDS for b in vals):
             raise ValueError(f"study config: {name} must be a list of {BACKENDS}, got {vals!r}")
-    if "torch-cpu" not in c.backends:
-        raise ValueError("study config: backends must include torch-cpu (the search uses it)")
+    if c.target not in BACKENDS:
+        raise ValueError(f"study config: target must be one of {BACKENDS}, got {c.target!r}")
+    if c.target not in c.backends:
+        raise ValueError(
+            f"study config: target {c.target!r} must be one of the measured backends "
+            f"{list(c.backends)}"
+        )
+    for b in c.model_backends or ():
+        if b not in c.backends:
+            raise ValueError(f"study config: model_backends has {b!r}, not in backends")
     for name in (
+        "zoo_repeats",
         "block_repeats",
+        "block_stack",
         "model_repeats",
         "n_heldout",
-        "sample_steps",
         "act_batches",
         "distill_steps",
+        "teachers",
         "top_k",
     ):
         pos_int(name, getattr(c, name))
     pos_int("joint_steps", c.joint_steps, minimum=0)
+    if not isinstance(c.steps, (tuple, list)) or not c.steps:
+        raise ValueError(f"study config: steps must be a non-empty list, got {c.steps!r}")
+    for k in c.steps:
+        pos_int("steps", k)
+    if len(set(c.steps)) != len(c.steps):
+        raise ValueError(f"study config: steps must be distinct, got {list(c.steps)}")
     if (
         not isinstance(c.eval_ts, (tuple, list))
         or not c.eval_ts
@@ -178,12 +233,59 @@ def _validate(c: StudyConfig) -> None:
             Budget.parse(c.budget)
         except (ValueError, TypeError) as e:
             raise ValueError(f"study config: budget: {e}") from None
+    elif RECIPE_STEPS not in c.steps:
+        raise ValueError(
+            f"study config: budget 'mobilei2v' is MobileI2V's recipe (its pattern at "
+            f"{RECIPE_STEPS} steps), so steps must include {RECIPE_STEPS}, got {list(c.steps)}"
+        )
     if c.teacher is not None and not isinstance(c.teacher, str):
         raise TypeError(f"study config: teacher must be a path string, got {c.teacher!r}")
-    if not isinstance(c.export, bool):
-        raise TypeError(f"study config: export must be true or false, got {c.export!r}")
+    for name in ("export", "validate_references"):
+        if not isinstance(getattr(c, name), bool):
+            raise TypeError(f"study config: {name} must be true or false, got {getattr(c, name)!r}")
     if not isinstance(c.notes, (tuple, list)) or not all(isinstance(n, str) for n in c.notes):
         raise TypeError(f"study config: notes must be a list of strings, got {c.notes!r}")
+
+
+# Which code each cached stage depends on: its hash is part of every key of that stage, so
+# a measurement computed by other code is never reused (study.cache.code_version).
+LATENCY_CODE = ("attention_zoo", "kernels", "hybrid_dit", "export/onnx.py", "bench")
+QUALITY_CODE = (
+    "attention_zoo",
+    "kernels",
+    "hybrid_dit",
+    "study/task.py",
+    "study/dataset.py",
+    "study/training.py",
+    "study/evaluate.py",
+    "study/distill.py",
+    "study/models.py",
+)
+STAGE_CODE = {
+    "zoo": LATENCY_CODE,
+    "blocks": LATENCY_CODE,
+    "models": LATENCY_CODE,
+    "fixed": LATENCY_CODE,
+    "quality-base": QUALITY_CODE,
+    "quality-swap": QUALITY_CODE,
+    "quality-steps": QUALITY_CODE,
+    "build": QUALITY_CODE,
+}
+
+
+@dataclass
+class TeacherRun:
+    """One teacher's side of the study: its file, metadata, task data and, per sampling
+    step count, the model sampled with it (a student or the teacher) and its activations."""
+
+    index: int
+    path: Path
+    model: object
+    meta: dict
+    data: object
+    samplers: dict = field(default_factory=dict)  # steps -> (model, kind, path)
+    acts: dict = field(default_factory=dict)  # steps -> BlockActivations
+    distilled: dict = field(default_factory=dict)  # steps -> {(block, variant, n): weights}
 
 
 class Study:
@@ -198,11 +300,17 @@ class Study:
             log,
         )
         self.tables: dict[str, dict] = {}
-        self.distilled: dict = {}  # (block, variant, steps) -> distilled block weights
         self.timings: dict[str, float] = {}
+        self.built: dict = {}  # (teacher, steps, pattern) -> built model
+        self.samples: dict = {}  # sampled frames for the report's image grid
+        self._teachers: list[TeacherRun] | None = None
         remove_stale_temps(self.out)  # a killed run's temporaries
 
     def measure(self, stage, key, fn):
+        """The cache, with the hash of the stage's code in the key."""
+        code = STAGE_CODE.get(stage)
+        if code is not None:
+            key = {**key, "code": code_version(code)}
         return self.cache.get_or_compute(stage, key, fn)
 
     def _stage(self, name: str, fn):
@@ -218,12 +326,13 @@ class Study:
     # -- stages -------------------------------------------------------------------------------
     def zoo(self) -> dict:
         from bench.machine import copy_bandwidth
-        from bench.zoo_cpu import compare_references
+        from bench.zoo_cpu import compare_implementations
 
         def run():
-            res = compare_references(
+            res = compare_implementations(
                 grids=self.cfg.zoo_grids,
                 variants=self.cfg.zoo_variants,
+                repeats=self.cfg.zoo_repeats,
                 progress=self.progress,
                 measure=self.measure,
             )
@@ -233,12 +342,10 @@ class Study:
         return self._stage("zoo_cpu", run)
 
     def latency(self) -> dict:
-        from bench.latency import block_table, machine_block, model_table
-        from hybrid_dit import PRESETS
+        from bench.latency import block_table, machine_block
 
         def run():
-            out = {**machine_block(), "blocks": {}, "models": {}}
-            depth = PRESETS[self.cfg.latency_preset].depth
+            out = {**machine_block(), "blocks": {}, "target": self.cfg.target}
             for backend in self.cfg.backends:
                 out["blocks"][backend] = block_table(
                     self.cfg.latency_preset,
@@ -246,241 +353,530 @@ class Study:
                     backend,
                     variants=self.cfg.variants,
                     repeats=self.cfg.block_repeats,
+                    stack=self.cfg.block_stack,
                     progress=self.progress,
                     measure=self.measure,
                 )
-            for backend in self.cfg.model_backends:
-                out["models"][backend] = model_table(
-                    self.cfg.latency_preset,
-                    self.cfg.latency_grid,
-                    backend,
-                    patterns=reference_patterns(depth),
-                    blocks=out["blocks"][backend],
-                    repeats=self.cfg.model_repeats,
-                    progress=self.progress,
-                    measure=self.measure,
-                )
+            out["fixed"] = self._fixed_part()
             return out
 
         return self._stage("latency", run)
 
-    def _quality_setup(self):
-        if not hasattr(self, "_q"):
+    def _fixed_part(self) -> dict:
+        """The per-clip work of the host loop that does not depend on the step count: the
+        initial noise and the first-frame injection at the latency grid. (A latent video
+        codec's encoder and decoder would be fixed costs too; this study's codec is
+        space-to-depth, and MobileI2V's VAE is outside it.)"""
+        from bench.machine import time_fn
+        from bench.stats import ms_row
+        from hybrid_dit import PRESETS, example_inputs
+
+        cfg = PRESETS[self.cfg.latency_preset]
+
+        def run():
+            x, _, ff, _ = example_inputs(cfg, self.cfg.latency_grid)
+
+            def host():
+                noise = torch.randn(x.shape)
+                noise[:, :, 0] = ff
+                return noise
+
+            return time_fn(host, warmup=1, repeats=self.cfg.block_repeats)
+
+        key = {"preset": cfg.to_dict(), "grid": list(self.cfg.latency_grid)}
+        t, cached = self.measure("fixed", {**key, "repeats": self.cfg.block_repeats}, run)
+        return {
+            "what": "initial noise + first-frame injection per clip (host loop)",
+            **ms_row(t),
+            "cached": cached,
+        }
+
+    def teachers(self) -> list[TeacherRun]:
+        """Loads each teacher, its task data (its own clips; our held-out measurement), and
+        the model each step count of the joint search samples with: the committed K-step
+        student beside it, or the teacher itself (at 20 steps, or undistilled when no
+        student exists)."""
+        if self._teachers is None:
             from study.dataset import TaskSpec, load_task
-            from study.distill import record_activations
-            from study.models import TEACHER_PATH, load_model
+            from study.models import load_model
             from study.task import VideoSpec
 
-            teacher, meta = load_model(self.cfg.teacher or TEACHER_PATH)
-            task = meta.get("task", {})
-            # the teacher's own clips and training pool; the held-out measurement is ours
-            spec = TaskSpec(
-                video=VideoSpec(**task["video"]),
-                n_train=task["n_train"],
-                n_heldout=self.cfg.n_heldout,
-                eval_ts=self.cfg.eval_ts,
-                sample_steps=self.cfg.sample_steps,
-            )
-            data = load_task(spec)
-            acts = record_activations(teacher, data, batches=self.cfg.act_batches)
-            self._q = (teacher, meta, data, acts)
-        return self._q
+            runs = []
+            for i, path in enumerate(self.cfg.teacher_paths()):
+                teacher, meta = load_model(path)
+                task = meta.get("task", {})
+                spec = TaskSpec(
+                    video=VideoSpec(**task["video"]),
+                    n_train=task["n_train"],
+                    n_heldout=self.cfg.n_heldout,
+                    eval_ts=self.cfg.eval_ts,
+                )
+                run = TeacherRun(i, Path(path), teacher, meta, load_task(spec))
+                for k in self.cfg.steps:
+                    sp = student_path(path, k)
+                    if sp.is_file():
+                        student, _ = load_model(sp)
+                        run.samplers[k] = (student, "student", sp)
+                    else:
+                        kind = "teacher" if k >= TEACHER_STEPS else "teacher (no student)"
+                        run.samplers[k] = (teacher, kind, Path(path))
+                runs.append(run)
+            self._teachers = runs
+        return self._teachers
+
+    def _acts(self, run: TeacherRun, k: int):
+        if k not in run.acts:
+            from study.distill import record_activations
+
+            model = run.samplers[k][0]
+            run.acts[k] = record_activations(model, run.data, batches=self.cfg.act_batches)
+        return run.acts[k]
 
     def quality(self) -> dict:
         from study.distill import swap_table
-        from study.evaluate import copy_baseline_psnr
+        from study.evaluate import copy_baseline_psnr, evaluate_sampler
+        from study.models import fingerprint
 
         def run():
-            teacher, meta, data, acts = self._quality_setup()
-            table = swap_table(
-                teacher,
-                data,
-                self.cfg.variants,
-                acts,
-                distill_steps=self.cfg.distill_steps,
-                measure=self.measure,
-                progress=self.progress,
-                distilled=self.distilled,
-            )
-            table["teacher"]["trained_by"] = meta.get("command")
-            table["task"] = data.spec.to_dict()
-            table["copy_first_frame_psnr"] = copy_baseline_psnr(data)
-            return table
+            out = {
+                "teachers": [],
+                "variants": list(self.cfg.variants),
+                "steps": list(self.cfg.steps),
+            }
+            for r in self.teachers():
+                sidecar = _sidecar(r.path)
+                by_steps = {}
+                for k in self.cfg.steps:
+                    model, kind, path = r.samplers[k]
+                    table = swap_table(
+                        model,
+                        r.data,
+                        self.cfg.variants,
+                        self._acts(r, k),
+                        steps=k,
+                        distill_steps=self.cfg.distill_steps,
+                        measure=self.measure,
+                        progress=self.progress,
+                        distilled=r.distilled.setdefault(k, {}),
+                    )
+                    table["sampler"] = {"kind": kind, "path": _rel(path)}
+                    by_steps[str(k)] = table
+                steps_table = []
+                for k in sorted({1, 2, 4, 8, TEACHER_STEPS, *self.cfg.steps}):
+                    key = {
+                        "teacher": fingerprint(r.model),
+                        "steps": k,
+                        "task": r.data.spec.to_dict(),
+                    }
+                    q, _ = self.measure(
+                        "quality-steps",
+                        key,
+                        lambda k=k, r=r: evaluate_sampler(r.model, r.data, k),
+                    )
+                    steps_table.append({"model": "teacher", "steps": k, **q})
+                for k in self.cfg.steps:
+                    model, kind, _ = r.samplers[k]
+                    if kind == "student":
+                        steps_table.append(
+                            {"model": f"{k}-step student", "steps": k, **by_steps[str(k)]["base"]}
+                        )
+                out["teachers"].append(
+                    {
+                        "path": _rel(r.path),
+                        "seed": r.meta.get("seed"),
+                        "trained_by": r.meta.get("command"),
+                        "train_seconds": r.meta.get("train_seconds"),
+                        "sidecar_heldout": (sidecar or {}).get("heldout"),
+                        "copy_first_frame_psnr": copy_baseline_psnr(r.data),
+                        "task": r.data.spec.to_dict(),
+                        "tables": by_steps,
+                        "steps_table": steps_table,
+                    }
+                )
+            return out
 
         return self._stage("quality", run)
 
-    def search(self) -> dict:
-        from bench.latency import per_block_latency, predict_ms
-        from study.distill import quality_loss_table
-        from study.search import Budget, config_totals, search
+    def _options(self, backend: str, t: dict):
+        return step_options(
+            self.tables["latency"]["blocks"][backend],
+            t,
+            self.cfg.steps,
+            self.tables["latency"]["fixed"]["median_ms"],
+        )
 
+    def _search_one(self, backend: str, t: dict) -> dict:
+        res = search_pairs(self._options(backend, t), self.cfg.budget)
+        return {"backend": backend, **res}
+
+    def _pair_totals(self, options, steps: int, config) -> tuple[float, float]:
+        return pair_totals(options, steps, config)
+
+    def search(self) -> dict:
         def run():
-            blocks = self.tables["latency"]["blocks"]["torch-cpu"]
-            depth = blocks["depth"]
-            q_depth = len(self.tables["quality"]["teacher"]["attention"])
-            if q_depth != depth:
-                raise ValueError(
-                    f"the latency preset has {depth} blocks but the teacher has {q_depth}; "
-                    "the per-block tables must describe the same blocks"
+            out = {"target": self.cfg.target, "teachers": []}
+            for t in self.tables["quality"]["teachers"]:
+                per = {b: self._search_one(b, t) for b in self.cfg.backends}
+                out["teachers"].append(
+                    {"path": t["path"], "by_backend": per, **per[self.cfg.target]}
                 )
-            lat = per_block_latency(blocks)
-            qual = quality_loss_table(self.tables["quality"], depth)
-            lat = [
-                {v: ms for v, ms in row.items() if v in qual[i] or v == "softmax"}
-                for i, row in enumerate(lat)
-            ]
-            qual = [{v: q for v, q in row.items() if v in lat[i]} for i, row in enumerate(qual)]
-            paper = mobilei2v_pattern(depth)
-            paper_lat, paper_q = config_totals(lat, qual, paper)
-            if self.cfg.budget == "mobilei2v":
-                # its own latency, widened by a hair so rounding cannot exclude it
-                budget = Budget(paper_lat * (1 + 1e-12), "ms")
-            else:
-                budget = Budget.parse(self.cfg.budget)
-            res = search(lat, qual, budget)
-            out = res.to_dict()
-            out["budget_from"] = self.cfg.budget
-            out["overhead_ms"] = blocks["overhead"]["median_ms"]
-            out["mobilei2v"] = {
-                "attention": list(paper),
-                "latency_ms": paper_lat,
-                "quality_loss": paper_q,
-                "model_ms": predict_ms(blocks, paper),
-            }
-            out["latency_table"] = lat
-            out["quality_table"] = qual
             return out
 
         return self._stage("search", run)
 
     def validate(self) -> dict:
+        """Per teacher: the chosen pair, its front neighbours and MobileI2V's recipe built for
+        real (block distillation against that step count's model) and measured on held-out
+        clips; whole models of every pattern built timed interleaved; predicted vs
+        measured; chosen vs recipe per clip (paired) for the robustness table."""
         from bench.latency import model_table
-        from hybrid_dit.config import format_pattern
         from study.search import spearman
 
         def run():
-            s = self.tables["search"]
-            teacher, _, data, _ = self._quality_setup()
-            depth = teacher.cfg.depth
-            front = s["front"]
-            chosen = tuple(s["best"]["config"])
-            picks = pick_around(front, tuple(chosen), self.cfg.top_k)
-            configs = [chosen, *[c for c in picks if c != chosen]]
-            for c in reference_patterns(depth):
-                if c not in configs:
-                    configs.append(c)
-            blocks = self.tables["latency"]["blocks"]["torch-cpu"]
-            lat = model_table(
-                self.cfg.latency_preset,
-                self.cfg.latency_grid,
-                "torch-cpu",
-                patterns=configs,
-                blocks=blocks,
-                repeats=self.cfg.model_repeats,
-                progress=self.progress,
-                measure=self.measure,
-            )
-            q_teacher = self.tables["quality"]["teacher"]["loss"]
-            rows = []
-            for c, m in zip(configs, lat["models"], strict=True):
-                key = {
-                    "attention": list(c),
-                    "teacher": self.tables["quality"]["teacher"],
-                    "task": data.spec.to_dict(),
-                    "distill_steps": self.cfg.distill_steps,
-                    "joint_steps": self.cfg.joint_steps,
-                }
-
-                def build(c=c):
-                    model, q = self._build(c)
-                    if c == chosen:
-                        self.chosen_model = model  # the export stage ships this one
-                    return q
-
-                q, cached = self.measure("build", key, build)
-                pred_q = sum(s["quality_table"][i][v] for i, v in enumerate(c))
-                rows.append(
-                    {
-                        "pattern": format_pattern(c),
-                        "attention": list(c),
-                        "chosen": c == chosen,
-                        "predicted_ms": m["predicted_ms"],
-                        "measured_ms": m["median_ms"],
-                        "predicted_loss": pred_q,
-                        "measured_loss": q["loss"] - q_teacher,
-                        "loss": q["loss"],
+            teachers = self.teachers()
+            depth = teachers[0].model.cfg.depth
+            picks_all = []
+            for r, s in zip(teachers, self.tables["search"]["teachers"], strict=True):
+                chosen = (s["best"]["steps"], tuple(s["best"]["config"]))
+                recipe = (s["recipe"]["steps"], tuple(s["recipe"]["config"]))
+                picks = [chosen] if recipe == chosen else [chosen, recipe]
+                for p in _around(s["front"], chosen, self.cfg.top_k):
+                    if p not in picks:
+                        picks.append(p)
+                for ref in reference_patterns(depth) if self.cfg.validate_references else ():
+                    p = (chosen[0], ref)
+                    if p not in picks:
+                        picks.append(p)
+                picks_all.append((r, s, chosen, recipe, picks))
+            patterns = []
+            for *_, picks in picks_all:
+                for _, config in picks:
+                    if config not in patterns:
+                        patterns.append(config)
+            latency = {}
+            for backend in self.cfg.whole_model_backends():
+                latency[backend] = model_table(
+                    self.cfg.latency_preset,
+                    self.cfg.latency_grid,
+                    backend,
+                    patterns=patterns,
+                    blocks=self.tables["latency"]["blocks"][backend],
+                    repeats=self.cfg.model_repeats,
+                    progress=self.progress,
+                    measure=self.measure,
+                )
+            fixed = self.tables["latency"]["fixed"]["median_ms"]
+            rows, robust = [], []
+            for r, _, chosen, recipe, picks in picks_all:
+                q_by = {}
+                for steps, config in picks:
+                    q, cached = self._build_quality(r, steps, config)
+                    q_by[steps, config] = q
+                    row = {
+                        "teacher": r.index,
+                        "steps": steps,
+                        "pattern": format_pattern(config),
+                        "attention": list(config),
+                        "chosen": (steps, config) == chosen,
+                        "recipe": (steps, config) == recipe,
+                        "mse": q["mse"],
                         "psnr": q["psnr"],
                         "quality_cached": cached,
-                        "latency_cached": m["cached"],
                     }
-                )
+                    options = self._options(self.cfg.target, self._qt(r))
+                    row["predicted_mse"] = self._pair_totals(options, steps, config)[1]
+                    for backend, table in latency.items():
+                        m = next(x for x in table["models"] if x["attention"] == list(config))
+                        row[backend] = {
+                            "step_measured_ms": m["median_ms"],
+                            "step_ci_ms": [m["ci_low_ms"], m["ci_high_ms"]],
+                            "step_predicted_ms": m["predicted_ms"],
+                            "step_prediction_error": m["prediction_error"],
+                            "clip_measured_ms": fixed + steps * m["median_ms"],
+                            "clip_ci_ms": [
+                                fixed + steps * m["ci_low_ms"],
+                                fixed + steps * m["ci_high_ms"],
+                            ],
+                            "clip_predicted_ms": fixed + steps * m["predicted_ms"],
+                        }
+                    rows.append(row)
+                robust.append(_paired(r.index, q_by[chosen], q_by[recipe], chosen, recipe))
 
-            def rho(a, b):
-                xs, ys = [r[a] for r in rows], [r[b] for r in rows]
+            def rho(backend, a, b, rows=rows):
+                xs = [x[backend][a] if backend else x[a] for x in rows]
+                ys = [x[backend][b] if backend else x[b] for x in rows]
                 return spearman(xs, ys) if len(set(xs)) > 1 and len(set(ys)) > 1 else None
 
             return {
                 "configs": rows,
-                "spearman_latency": rho("predicted_ms", "measured_ms"),
-                "spearman_quality": rho("predicted_loss", "measured_loss"),
+                "whole_models": latency,
+                "spearman_latency": {
+                    b: rho(b, "clip_predicted_ms", "clip_measured_ms") for b in latency
+                },
+                "worst_step_prediction_error": {
+                    b: max(abs(m["prediction_error"]) for m in t["models"])
+                    for b, t in latency.items()
+                },
+                "spearman_quality": rho(None, "predicted_mse", "mse"),
+                "robustness": robust,
+                "robustness_mean": _mean_paired(robust),
             }
 
         return self._stage("validate", run)
 
-    def _build(self, pattern):
-        """`pattern` built for real on the teacher (study.distill.build_config), reusing
-        the blocks the quality stage distilled."""
+    def _qt(self, r: TeacherRun) -> dict:
+        return self.tables["quality"]["teachers"][r.index]
+
+    def _build_quality(self, r: TeacherRun, steps: int, config):
+        from study.models import fingerprint
+
+        model_k = r.samplers[steps][0]
+        key = {
+            "base": fingerprint(model_k),
+            "steps": steps,
+            "attention": list(config),
+            "task": r.data.spec.to_dict(),
+            "distill_steps": self.cfg.distill_steps,
+            "joint_steps": self.cfg.joint_steps,
+            "activations": self._acts(r, steps).key,
+        }
+
+        def build():
+            return self._build(r, steps, config)[1]
+
+        return self.measure("build", key, build)
+
+    def _build(self, r: TeacherRun, steps: int, config):
+        """`config` built for real on the `steps`-step model of teacher r (study.distill.
+        build_config), reusing the blocks the quality stage distilled."""
         from study.distill import build_config
 
-        teacher, _, data, acts = self._quality_setup()
-        return build_config(
-            teacher,
-            data,
-            pattern,
-            acts,
-            self.cfg.distill_steps,
-            self.cfg.joint_steps,
-            distilled=self.distilled,
-        )
+        k = (r.index, steps, tuple(config))
+        if k not in self.built:
+            model, q = build_config(
+                r.samplers[steps][0],
+                r.data,
+                config,
+                self._acts(r, steps),
+                steps,
+                distill_steps=self.cfg.distill_steps,
+                joint_steps=self.cfg.joint_steps,
+                distilled=r.distilled.setdefault(steps, {}),
+            )
+            self.built[k] = (model, q)
+        return self.built[k]
+
+    def image_grid(self) -> dict:
+        """Frames of a few held-out clips for the report: the truth, each teacher at 20
+        steps, and teacher 0's chosen pair and MobileI2V's recipe built for real."""
+        from hybrid_dit import sample
+        from study.task import decode
+
+        r0 = self.teachers()[0]
+        s0 = self.tables["search"]["teachers"][0]
+        data = r0.data
+        clips = slice(0, min(4, data.test_x.shape[0]))
+        rows = {"truth": data.test_frames[clips]}
+
+        def frames(model, steps):
+            video = sample(
+                model, data.test_x[clips, :, 0], data.test_motion[clips], steps, data.grid,
+                noise=data.sample_noise[clips],
+            )  # fmt: skip
+            return decode(video, data.spec.video.factor).clamp(-1, 1)
+
+        for r in self.teachers():
+            rows[f"teacher {r.index} (20 steps)"] = frames(r.model, TEACHER_STEPS)
+        for label, key in (("chosen", "best"), ("MobileI2V's recipe", "recipe")):
+            steps, config = s0[key]["steps"], tuple(s0[key]["config"])
+            model, _ = self._build(r0, steps, config)
+            rows[f"{label}: {format_pattern(config)} @ {steps} steps"] = frames(model, steps)
+        self.samples = rows
+        return rows
 
     def export(self) -> dict:
-        from bench.machine import time_fn
-        from export.bundle import coreml_stage, onnx_stage
+        from export.bundle import write_bundle
         from hybrid_dit import example_inputs
 
         def run():
-            data = self._quality_setup()[2]
-            chosen = next(r for r in self.tables["validate"]["configs"] if r["chosen"])
-            model = getattr(self, "chosen_model", None)
-            if model is None or list(model.cfg.attention) != chosen["attention"]:
-                model, _ = self._build(tuple(chosen["attention"]))
-            inputs = example_inputs(model.cfg, data.grid, seed=0)
-            with torch.no_grad():
-                ref = model(*inputs).numpy()
+            s0 = self.tables["search"]["teachers"][0]
+            r0 = self.teachers()[0]
+            steps, config = s0["best"]["steps"], tuple(s0["best"]["config"])
+            model, _ = self._build(r0, steps, config)
+            inputs = example_inputs(model.cfg, r0.data.grid, seed=0)
             folder = self.out / "export"
-            folder.mkdir(parents=True, exist_ok=True)
-            res = {
-                "preset": "small (the trained, distilled chosen config)",
-                "attention": chosen["attention"],
-                "grid": list(data.grid),
-            }
-            res["onnx"] = onnx_stage(
-                model, inputs, folder, None, ref, timer=lambda fn: time_fn(fn, repeats=5)
-            )
-            res["coreml"] = coreml_stage(model, inputs, folder, "fp16", ref)
+            res = write_bundle(model, inputs, folder, steps=steps, progress=self.progress)
+            res["preset"] = "small (the trained, distilled chosen config of teacher 0)"
+            res["attention"] = list(config)
+            res["steps"] = steps
             return res
 
         return self._stage("export", run)
 
 
-def pick_around(front: list[dict], chosen: tuple, k: int) -> list[tuple]:
-    """Up to k front configs nearest the chosen one along the front (by index)."""
-    configs = [tuple(p["config"]) for p in front]
-    if chosen not in configs:
-        return configs[:k]
-    i = configs.index(chosen)
-    order = sorted(range(len(configs)), key=lambda j: (abs(j - i), j))
-    return [configs[j] for j in order[:k]]
+def step_options(blocks: dict, teacher_quality: dict, steps, fixed_ms: float = 0.0) -> list:
+    """The joint search's input for one teacher: a StepOption per step count, from a block
+    table (bench.latency.block_table) and the teacher's entry of the quality table (its
+    swap tables by step count). Variants missing from either table are left out."""
+    from bench.latency import per_block_latency
+    from study.distill import quality_delta_table
+    from study.search import StepOption
+
+    depth = blocks["depth"]
+    lat = per_block_latency(blocks)
+    options = []
+    for k in steps:
+        table = teacher_quality["tables"].get(str(k))
+        if table is None:
+            raise ValueError(
+                f"the quality table has no swap table at {k} steps; it has "
+                f"{', '.join(teacher_quality['tables'])}"
+            )
+        if len(table["base"]["attention"]) != depth:
+            raise ValueError(
+                f"the latency preset has {depth} blocks but the teacher has "
+                f"{len(table['base']['attention'])}; the tables must describe the same blocks"
+            )
+        qual = quality_delta_table(table, depth)
+        missing = [(i, v) for i, row in enumerate(qual) for v in row if v not in lat[i]]
+        if missing:
+            raise ValueError(
+                f"the latency table lacks variants the quality table has: {missing[:3]}"
+            )
+        lat_k = [{v: ms for v, ms in row.items() if v in qual[i]} for i, row in enumerate(lat)]
+        options.append(
+            StepOption(
+                steps=int(k),
+                latency=lat_k,
+                quality=qual,
+                base_quality=table["base"]["mse"],
+                step_overhead_ms=blocks["overhead"]["median_ms"],
+                fixed_ms=fixed_ms,
+            )
+        )
+    return options
+
+
+def pair_totals(options, steps: int, config) -> tuple[float, float]:
+    """(predicted clip latency ms, predicted pixel MSE) of one (steps, config) pair."""
+    from study.search import _exact_totals
+
+    opt = next((o for o in options if o.steps == steps), None)
+    if opt is None:
+        raise ValueError(
+            f"no tables at {steps} steps; the options have {[o.steps for o in options]}"
+        )
+    lat, q = _exact_totals(opt, config)
+    return float(lat), float(q)
+
+
+def search_pairs(options, budget: str = "mobilei2v") -> dict:
+    """The joint front over `options`, MobileI2V's recipe on it, and the best pair under the
+    budget: "mobilei2v" (the recipe's own clip latency), "40ms" (clip latency) or "0.5x"
+    (of all softmax at the recipe's step count)."""
+    from study.search import Budget, joint_best, joint_front
+
+    depth = len(options[0].latency)
+    front = joint_front(options)
+    steps = RECIPE_STEPS if any(o.steps == RECIPE_STEPS for o in options) else options[0].steps
+    config = mobilei2v_pattern(depth)
+    lat, q = pair_totals(options, steps, config)
+    recipe = {"steps": steps, "config": list(config), "latency_ms": lat, "quality": q}
+    if budget == "mobilei2v":
+        budget_ms = lat * (1 + 1e-12)  # its own latency, widened so rounding cannot exclude it
+    else:
+        b = Budget.parse(budget)
+        ref = pair_totals(options, steps, ("softmax",) * depth)[0] if b.unit == "x" else None
+        budget_ms = b.to_ms(ref)
+    best = joint_best(front, budget_ms)
+    return {
+        "front": [p.to_dict() for p in front],
+        "best": best.to_dict(),
+        "budget_ms": budget_ms,
+        "budget_from": budget,
+        "recipe": recipe,
+    }
+
+
+def _around(front: list[dict], chosen: tuple, k: int) -> list[tuple]:
+    """Up to k front points nearest the chosen one along the front (by index)."""
+    pts = [(p["steps"], tuple(p["config"])) for p in front]
+    if chosen not in pts:
+        return pts[:k]
+    i = pts.index(chosen)
+    order = sorted(range(len(pts)), key=lambda j: (abs(j - i), j))
+    return [pts[j] for j in order[1 : k + 1]]
+
+
+def _paired(teacher: int, chosen: dict, recipe: dict, c_key, r_key) -> dict:
+    """Chosen vs recipe on the same held-out clips and noise: PSNR of each, and the mean
+    per-clip MSE difference (recipe - chosen; > 0: the chosen is better) with a bootstrap
+    interval over clips."""
+    diffs = [b - a for a, b in zip(chosen["clip_mse"], recipe["clip_mse"], strict=True)]
+    lo, hi = _mean_ci(diffs)
+    return {
+        "teacher": teacher,
+        "chosen": {
+            "steps": c_key[0],
+            "pattern": format_pattern(c_key[1]),
+            "psnr": chosen["psnr"],
+            "mse": chosen["mse"],
+        },
+        "recipe": {
+            "steps": r_key[0],
+            "pattern": format_pattern(r_key[1]),
+            "psnr": recipe["psnr"],
+            "mse": recipe["mse"],
+        },
+        "psnr_gain_db": chosen["psnr"] - recipe["psnr"],
+        "mse_gain": sum(diffs) / len(diffs),
+        "mse_gain_ci": [lo, hi],
+        "clips": len(diffs),
+        "clip_mse_differences": diffs,
+    }
+
+
+def _mean_ci(xs, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    import numpy as np
+
+    x = np.asarray(xs, dtype=np.float64)
+    if x.size < 2:
+        return float(x.mean()), float(x.mean())
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
+    a = (1 - level) / 2
+    lo, hi = np.quantile(means, [a, 1 - a])
+    return float(lo), float(hi)
+
+
+def _mean_paired(robust: list[dict]) -> dict:
+    """Chosen vs recipe over all teachers: the mean per-clip MSE gain with a bootstrap
+    interval over all (teacher, clip) pairs, and the mean PSNR gain."""
+    diffs = [d for r in robust for d in r["clip_mse_differences"]]
+    lo, hi = _mean_ci(diffs)
+    return {
+        "teachers": len(robust),
+        "mse_gain": sum(diffs) / len(diffs),
+        "mse_gain_ci": [lo, hi],
+        "psnr_gain_db": sum(r["psnr_gain_db"] for r in robust) / len(robust),
+        "chosen_better_for": sum(r["mse_gain_ci"][0] > 0 for r in robust),
+        "recipe_better_for": sum(r["mse_gain_ci"][1] < 0 for r in robust),
+    }
+
+
+def _sidecar(path: Path) -> dict | None:
+    import json
+
+    side = Path(path).with_suffix(".json")
+    return json.loads(side.read_text()) if side.is_file() else None
+
+
+def _rel(path) -> str:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 def finite(x) -> bool:

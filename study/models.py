@@ -10,7 +10,21 @@ from pathlib import Path
 from export.files import atomic_path
 from hybrid_dit import DiTConfig, HybridDiT
 
-TEACHER_PATH = Path(__file__).parent / "assets" / "teacher_small.safetensors"
+ASSETS = Path(__file__).parent / "assets"
+
+
+def teacher_path(seed: int) -> Path:
+    """The committed teacher of `seed` (made by the command in its .json sidecar)."""
+    return ASSETS / f"teacher_s{seed}.safetensors"
+
+
+def student_path(teacher: str | Path, steps: int) -> Path:
+    """Where `mobileattn distill --teacher T --steps K` puts T's K-step student."""
+    teacher = Path(teacher)
+    return teacher.with_name(f"{teacher.stem}-student{steps}.safetensors")
+
+
+TEACHER_PATH = teacher_path(0)
 
 
 def save_model(model: HybridDiT, path: str | Path, meta: dict | None = None) -> Path:

@@ -450,3 +450,107 @@ def _ranks(values: Sequence[float]) -> list[float]:
             ranks[order[k]] = avg
         i = j + 1
     return ranks
+
+
+# -- the joint search over (sampling steps, per-block attention) ---------------------------
+
+
+@dataclass(frozen=True)
+class StepOption:
+    """One sampling-step count of the joint search and the tables measured for it.
+
+    Attributes:
+        steps: denoising steps (model evaluations) per generated clip, >= 1.
+        latency: per block, variant -> ms of that block in one step (the block table).
+        quality: per block, variant -> predicted change of the quality measure when that
+            block alone is swapped, measured on the model sampled at `steps` (its student).
+        base_quality: the quality measure of the unswapped model at `steps` (lower is
+            better; the study uses the pixel MSE of sampled frames vs the truth).
+        step_overhead_ms: the per-step latency outside the blocks (embedding, conditioning,
+            final layer).
+        fixed_ms: the per-clip latency that does not depend on the step count.
+    """
+
+    steps: int
+    latency: Table
+    quality: Table
+    base_quality: float
+    step_overhead_ms: float = 0.0
+    fixed_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class JointPoint:
+    """A (steps, config) pair on the joint front: total latency of one clip =
+    fixed + steps x (step overhead + sum of the blocks), quality = base + sum of deltas."""
+
+    steps: int
+    latency_ms: float
+    quality: float
+    config: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "latency_ms": self.latency_ms,
+            "quality": self.quality,
+            "config": list(self.config),
+        }
+
+
+def _exact_totals(opt: StepOption, config: Sequence[str]) -> tuple[Fraction, Fraction]:
+    blocks = sum((Fraction(opt.latency[i][v]) for i, v in enumerate(config)), Fraction(0))
+    delta = sum((Fraction(opt.quality[i][v]) for i, v in enumerate(config)), Fraction(0))
+    lat = Fraction(opt.fixed_ms) + opt.steps * (Fraction(opt.step_overhead_ms) + blocks)
+    return lat, Fraction(opt.base_quality) + delta
+
+
+def joint_front(options: Sequence[StepOption], allowed=None) -> list[JointPoint]:
+    """The exact Pareto front of (clip latency, quality) over every (steps, config) pair.
+
+    Exact because, for a fixed step count, clip latency is an increasing affine function of
+    the block latency sum and quality is the base plus the delta sum: the pairs that can be
+    on the joint front are exactly the points of each step count's own (exact) front, and
+    the union of those is filtered for dominance in exact rational arithmetic. Ties between
+    equal (latency, quality) points: fewer steps, then names."""
+    if isinstance(options, (str, bytes, Mapping)) or not isinstance(options, Sequence):
+        raise TypeError(f"options must be a sequence of StepOption, got {options!r}")
+    if not options:
+        raise ValueError("options must hold at least one StepOption")
+    seen = set()
+    cands = []
+    for opt in options:
+        if not isinstance(opt, StepOption):
+            raise TypeError(f"options must hold StepOption, got {type(opt).__name__}")
+        if isinstance(opt.steps, bool) or not isinstance(opt.steps, int) or opt.steps < 1:
+            raise ValueError(f"StepOption.steps must be an int >= 1, got {opt.steps!r}")
+        if opt.steps in seen:
+            raise ValueError(f"StepOption.steps must be distinct, got {opt.steps} twice")
+        seen.add(opt.steps)
+        for name in ("base_quality", "step_overhead_ms", "fixed_ms"):
+            val = getattr(opt, name)
+            if isinstance(val, bool) or not isinstance(val, numbers.Real) or not math.isfinite(val):
+                raise ValueError(f"StepOption.{name} must be a finite number, got {val!r}")
+        if opt.step_overhead_ms < 0 or opt.fixed_ms < 0:
+            raise ValueError("StepOption.step_overhead_ms and fixed_ms must be >= 0 ms")
+        for p in pareto_front(opt.latency, opt.quality, allowed):
+            lat, qual = _exact_totals(opt, p.config)
+            cands.append((lat, qual, opt.steps, p.config))
+    cands.sort(key=lambda c: (c[0], c[1], c[2], c[3]))
+    front, best_q = [], None
+    for lat, qual, steps, config in cands:
+        if best_q is None or qual < best_q:
+            front.append(JointPoint(steps, float(lat), float(qual), config))
+            best_q = qual
+    return front
+
+
+def joint_best(front: Sequence[JointPoint], budget_ms: float) -> JointPoint:
+    """The best-quality point of a joint front whose clip latency is <= budget_ms."""
+    feasible = [p for p in front if p.latency_ms <= budget_ms]
+    if not feasible:
+        raise ValueError(
+            f"budget {budget_ms:.6g} ms is infeasible: the fastest (steps, config) takes "
+            f"{front[0].latency_ms:.6g} ms"
+        )
+    return feasible[-1]  # quality strictly improves along the front

@@ -1,4 +1,4 @@
-"""hybrid_dit.data: the procedural image-to-video task and the space-to-depth codec."""
+"""study.task: the procedural image-to-video task and the space-to-depth codec."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ SEEDS = (0, 1, 2, 7, 123)
 
 
 def test_default_video_gives_the_small_latent():
-    assert DEFAULT_VIDEO.latent_shape == (48, 4, 12, 12)
-    assert DEFAULT_VIDEO.tokens() == 576
+    assert DEFAULT_VIDEO.latent_shape == (48, 4, 8, 8)
+    assert DEFAULT_VIDEO.tokens() == 256  # 4 frames of 8 x 8 latent cells
     clip = make_clip(0, 0.5)
     assert clip.shape == (3, DEFAULT_VIDEO.frames, DEFAULT_VIDEO.height, DEFAULT_VIDEO.width)
     assert encode(clip, DEFAULT_VIDEO.factor).shape == DEFAULT_VIDEO.latent_shape

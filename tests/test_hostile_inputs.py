@@ -345,7 +345,7 @@ CASES = [
     cli("search-required", lambda c: ["search"], r"the following arguments are required: --latency, --quality"),
     cli("search-missing", lambda c: ["search", "--latency", str(c.tmp / "lat.json"), "--quality", str(c.tmp / "none.json")], r"--quality: no such file"),
     cli("search-broken", lambda c: ["search", "--latency", str(c.tmp / "broken.json"), "--quality", str(c.tmp / "q.json")], r"--latency: .*broken.json is not valid JSON"),
-    cli("search-fields", lambda c: ["search", "--latency", str(c.tmp / "lat.json"), "--quality", str(c.tmp / "q.json")], r"--latency \(from `mobileattn bench`\) and --quality \(from `mobileattn quality`\) must hold those commands' tables"),
+    cli("search-fields", lambda c: ["search", "--latency", str(c.tmp / "lat.json"), "--quality", str(c.tmp / "q.json")], r"--latency \(from `mobileattn bench` or a run's latency.json\) and --quality \(from `mobileattn quality` or a run's quality.json\) must hold those commands' tables"),
     cli("search-out-folder", lambda c: ["search", "--latency", str(c.tmp / "lat.json"), "--quality", str(c.tmp / "q.json"), "--out", str(c.tmp)], r"--out must be a file path, got the folder"),
     cli("export-preset", lambda c: ["export", "--preset", "huge", "--grid", "2x3x4", "--out", str(c.tmp / "e")], r"--preset must be one of mobilei2v, small, tiny, got 'huge'"),
     cli("export-grid", lambda c: ["export", "--preset", "tiny", "--grid", "2x3", "--out", str(c.tmp / "e")], r"--grid must be TxHxW with three positive ints .*got '2x3'"),

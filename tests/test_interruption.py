@@ -12,7 +12,7 @@ times), the date, the paths and the cache marks are masked.
 
 Latency is a timing of a shared machine, and the search's choice depends on it, so the
 uninterrupted run's fresh cache is seeded with the interrupted run's latency entries only
-(stages zoo-reference, block, overhead, model): both searches see the same latencies, and
+(stages zoo, blocks, models, fixed): both searches see the same latencies, and
 every quality measurement (teacher, swaps, configs built for real, export) is computed anew.
 """
 
@@ -37,7 +37,7 @@ from study.task import VideoSpec
 from study.training import train_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
-LATENCY_STAGES = ("zoo-reference", "block", "overhead", "model")
+LATENCY_STAGES = ("zoo", "blocks", "models", "fixed")
 MICRO_VIDEO = VideoSpec(frames=2, height=12, width=16, factor=4)
 # tests/test_study.py's micro configuration, as a JSON config file would hold it
 MICRO_CONFIG = {
@@ -47,11 +47,12 @@ MICRO_CONFIG = {
     "variants": ["softmax", "relu_linear", "softmax_frame"],
     "zoo_grids": [[2, 2, 3], [2, 3, 4]],
     "zoo_variants": ["softmax", "relu_linear"],
+    "zoo_repeats": 1,
     "block_repeats": 1,
     "model_repeats": 1,
     "n_heldout": 2,
     "eval_ts": [0.5],
-    "sample_steps": 1,
+    "steps": [1, 2],
     "act_batches": 1,
     "distill_steps": 2,
     "joint_steps": 1,
@@ -166,7 +167,9 @@ def normalise(report: str, *outs: Path) -> str:
     report = re.sub(r"onnxruntime [0-9.]+ ms", "onnxruntime <ms> ms", report)
     report = re.sub(r"load average at the start: [0-9.?]+", "load average <live>", report)
     zoo_start, zoo_end = report.index("## 1."), report.index("## 2.")
-    zoo = re.sub(r"\| [0-9.]+% \|$", "| <% of live GEMM> |", report[zoo_start:zoo_end], flags=re.M)
+    zoo = re.sub(
+        r"\| [0-9.]+x \|$", "| <x live GEMM floor> |", report[zoo_start:zoo_end], flags=re.M
+    )
     report = report[:zoo_start] + zoo + report[zoo_end:]
     head, _, times = report.partition("## Stage times")
     report = head + "## Stage times" + re.sub(r"\| [0-9]+ \|", "| <s> |", times)
@@ -192,7 +195,7 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_one(micro):
     kill_when(proc, lambda: bool(entries(cache, "quality-swap")))
     done1 = entries(cache)
     swaps1 = {
-        (e["key"]["block"], e["key"]["variant"])
+        (e["key"]["block"], e["key"]["variant"], e["key"]["steps"])
         for e in (json.loads(p.read_text()) for p in entries(cache, "quality-swap"))
     }
     assert swaps1 and not (out / "report.md").exists()
@@ -212,9 +215,16 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_one(micro):
         json.loads((out / f"{n}.json").read_text()) for n in ("zoo_cpu", "latency", "quality")
     )
     assert all(r["cached"] for r in zoo["rows"])
-    assert all(r["cached"] for b in lat["blocks"].values() for r in b["variants"])
-    for e in qual["entries"]:
-        if (e["block"], e["variant"]) in swaps1:
+    assert all(b["cached"] for b in lat["blocks"].values())
+    resumed = [
+        (e, tab["steps"])
+        for t in qual["teachers"]
+        for tab in t["tables"].values()
+        for e in tab["entries"]
+    ]
+    assert resumed
+    for e, steps in resumed:
+        if (e["block"], e["variant"], steps) in swaps1:
             assert e["cached"], e
     assert {p.name for p in done1} <= {p.name for p in entries(cache)}
 
@@ -225,7 +235,9 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_one(micro):
     )
     assert "measurements reused from the cache" in log
     final = {n: json.loads((out / f"{n}.json").read_text()) for n in ("quality", "validate")}
-    assert all(e["cached"] for e in final["quality"]["entries"])
+    tables = [tab for t in final["quality"]["teachers"] for tab in t["tables"].values()]
+    assert all(e["cached"] for tab in tables for e in tab["entries"])
+    assert all(tab["base"]["cached"] for tab in tables)
     assert all(r["quality_cached"] for r in final["validate"]["configs"])
 
     # (b) nothing half-written, no temporaries left: the killed export's were removed
@@ -242,7 +254,9 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_one(micro):
             shutil.copy2(p, dest)
     finish(start(config, teacher, out2, cache2))
     fresh = json.loads((out2 / "quality.json").read_text())
-    assert not any(e["cached"] for e in fresh["entries"]) and not fresh["teacher"]["cached"]
+    tables = [tab for t in fresh["teachers"] for tab in t["tables"].values()]
+    assert not any(e["cached"] for tab in tables for e in tab["entries"])
+    assert not any(tab["base"]["cached"] for tab in tables)
     for name in ("quality", "search"):
         a, b = (json.loads((o / f"{name}.json").read_text()) for o in (out, out2))
         assert without(a, {"cached"}) == without(b, {"cached"}), name
@@ -251,7 +265,7 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_one(micro):
     assert without(a, live) == without(b, live)
     exp = [json.loads((o / "export.json").read_text()) for o in (out, out2)]
     for e in exp:
-        e["onnx"].pop("ort_median_s")
+        e["onnx"].pop("ort_median_s", None)
         e["onnx"]["path"] = e["coreml"]["path"] = "<path>"
     assert exp[0] == exp[1]
     reports = [normalise((o / "report.md").read_text(), out, out2) for o in (out, out2)]

@@ -10,6 +10,7 @@ from fractions import Fraction
 
 import pytest
 
+import study.search as joint
 from study.search import (
     Budget,
     ParetoPoint,
@@ -293,3 +294,66 @@ def test_spearman_errors():
         spearman([1, math.nan], [1, 2])
     with pytest.raises(ValueError, match="constant"):
         spearman([1, 1, 1], [1, 2, 3])
+
+
+# -- the joint search over (steps, per-block attention) -------------------------------------
+
+
+def _joint_case(seed):
+    rng = random.Random(seed)
+    variants = ("softmax", "relu_linear", "softmax_frame")
+    options = []
+    for steps in (1, 2, 4):
+        lat = [{v: rng.choice([0.5, 1.0, 1.5, 2.0, 3.25]) for v in variants} for _ in range(3)]
+        qual = [{v: rng.choice([0.0, 0.01, 0.02, 0.05, -0.01]) for v in variants} for _ in range(3)]
+        options.append(
+            joint.StepOption(
+                steps, lat, qual, base_quality=0.3 / steps, step_overhead_ms=0.25, fixed_ms=1.0
+            )
+        )
+    return options, variants
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_joint_front_equals_brute_force(seed):
+    options, variants = _joint_case(seed)
+    pairs = []
+    for opt in options:
+        for config in itertools.product(variants, repeat=3):
+            lat = Fraction(opt.fixed_ms) + opt.steps * (
+                Fraction(opt.step_overhead_ms)
+                + sum(Fraction(opt.latency[i][v]) for i, v in enumerate(config))
+            )
+            q = Fraction(opt.base_quality) + sum(
+                Fraction(opt.quality[i][v]) for i, v in enumerate(config)
+            )
+            pairs.append((lat, q))
+    brute = sorted(
+        {
+            (lat, q)
+            for lat, q in pairs
+            if not any((l2 <= lat and q2 < q) or (l2 < lat and q2 <= q) for l2, q2 in pairs)
+        }
+    )
+    front = joint.joint_front(options)
+    assert [(p.latency_ms, p.quality) for p in front] == [(float(a), float(b)) for a, b in brute]
+    for p in front:  # every point is a real (steps, config) pair with those totals
+        opt = next(o for o in options if o.steps == p.steps)
+        lat, q = joint._exact_totals(opt, p.config)
+        assert (float(lat), float(q)) == (p.latency_ms, p.quality)
+
+
+def test_joint_best_and_errors():
+    options, _ = _joint_case(0)
+    front = joint.joint_front(options)
+    best = joint.joint_best(front, front[1].latency_ms)
+    assert best == front[1]
+    assert joint.joint_best(front, 1e9) == front[-1]
+    with pytest.raises(ValueError, match="infeasible"):
+        joint.joint_best(front, front[0].latency_ms / 2)
+    with pytest.raises(ValueError, match="distinct"):
+        joint.joint_front([options[0], options[0]])
+    with pytest.raises(ValueError, match="steps must be an int >= 1"):
+        joint.joint_front([joint.StepOption(0, options[0].latency, options[0].quality, 0.0)])
+    with pytest.raises(ValueError, match="at least one"):
+        joint.joint_front([])

@@ -35,14 +35,16 @@ def micro_config(teacher) -> StudyConfig:
         latency_preset="tiny",
         latency_grid=(2, 3, 4),
         backends=("torch-cpu", "onnxruntime-cpu"),
+        target="onnxruntime-cpu",
         variants=("softmax", "relu_linear", "softmax_frame"),
         zoo_grids=((2, 2, 3), (2, 3, 4)),
         zoo_variants=("softmax", "relu_linear"),
+        zoo_repeats=1,
         block_repeats=1,
         model_repeats=1,
         n_heldout=2,
         eval_ts=(0.5,),
-        sample_steps=1,
+        steps=(1, 2),
         act_batches=1,
         distill_steps=2,
         joint_steps=1,
@@ -58,6 +60,7 @@ def run_all(study: Study) -> None:
     study.quality()
     study.search()
     study.validate()
+    study.image_grid()
     study.export()
     write_report(study)
 
@@ -72,24 +75,34 @@ def test_micro_study_end_to_end(tmp_path, micro_teacher):
         table = json.loads((out / f"{name}.json").read_text())
         assert table, name
     report = (out / "report.md").read_text()
-    for heading in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6."):
-        assert heading in report
-    assert (out / "plots" / "latency_vs_n.png").stat().st_size > 1000
-    assert (out / "plots" / "pareto.png").stat().st_size > 1000
+    for heading in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 6.", "## 7.", "## 10."):
+        assert heading in report, heading
+    for png in ("latency_vs_n", "pareto", "samples"):
+        assert (out / "plots" / f"{png}.png").stat().st_size > 1000, png
     assert (out / "export" / "model.onnx").is_file()
     assert study.tables["export"]["onnx"]["ok"]
-    # the quality table covers every (block, non-teacher variant) pair
-    q = study.tables["quality"]
-    assert {(e["block"], e["variant"]) for e in q["entries"]} == {
-        (b, v) for b in range(2) for v in ("relu_linear", "softmax_frame")
-    }
-    s = study.tables["search"]
+    # the quality tables cover every (block, non-teacher variant) pair at every step count
+    (q,) = study.tables["quality"]["teachers"]
+    assert set(q["tables"]) == {"1", "2"}
+    for table in q["tables"].values():
+        assert {(e["block"], e["variant"]) for e in table["entries"]} == {
+            (b, v) for b in range(2) for v in ("relu_linear", "softmax_frame")
+        }
+    assert {r["steps"] for r in q["steps_table"] if r["model"] == "teacher"} >= {1, 2, 4, 8, 20}
+    (s,) = study.tables["search"]["teachers"]
     assert s["best"]["latency_ms"] <= s["budget_ms"]
-    chosen = [r for r in study.tables["validate"]["configs"] if r["chosen"]]
-    assert len(chosen) == 1 and chosen[0]["attention"] == s["best"]["config"]
-    # within one run, only whole-model latencies measured for the latency table are reused
-    # by the configs built for real
-    assert set(cache.hits) <= {"model"} and cache.misses
+    assert s["recipe"]["steps"] == 2 and s["recipe"]["latency_ms"] <= s["budget_ms"]
+    assert set(s["by_backend"]) == {"torch-cpu", "onnxruntime-cpu"}
+    assert all("steps" in p for p in s["front"])
+    val = study.tables["validate"]
+    chosen = [r for r in val["configs"] if r["chosen"]]
+    assert len(chosen) == 1
+    assert (chosen[0]["steps"], chosen[0]["attention"]) == (s["best"]["steps"], s["best"]["config"])
+    assert len(val["robustness"]) == 1 and val["robustness_mean"]["teachers"] == 1
+    for r in val["configs"]:  # predicted vs measured on the target backend, with intervals
+        x = r["onnxruntime-cpu"]
+        assert x["step_ci_ms"][0] <= x["step_measured_ms"] <= x["step_ci_ms"][1]
+        assert x["clip_measured_ms"] >= r["steps"] * x["step_measured_ms"]
 
     # each stage re-runs from the files the study wrote: the search from latency.json (one
     # block table per backend, --backend picks) and quality.json
@@ -97,10 +110,10 @@ def test_micro_study_end_to_end(tmp_path, micro_teacher):
 
     argv = ["search", "--latency", str(out / "latency.json"), "--quality"]
     argv += [str(out / "quality.json"), "--budget", f"{s['budget_ms']!r}ms"]
-    assert main([*argv, "--backend", "torch-cpu", "--out", str(tmp_path / "s.json")]) == 0
+    assert main([*argv, "--backend", "onnxruntime-cpu", "--out", str(tmp_path / "s.json")]) == 0
     again_s = json.loads((tmp_path / "s.json").read_text())
-    assert again_s["best"]["config"] == s["best"]["config"]
-    assert [p["config"] for p in again_s["front"]] == [p["config"] for p in s["front"]]
+    assert again_s["best"] == s["best"]
+    assert again_s["front"] == s["front"]
     assert main(argv) == 2  # two block tables and no --backend: a clear error, not a guess
 
     # a second run on the same machine reuses every measurement
@@ -111,8 +124,8 @@ def test_micro_study_end_to_end(tmp_path, micro_teacher):
     again.latency()
     again.quality()
     assert again.cache.hits and not again.cache.misses
-    assert again.tables["quality"]["entries"] == [
-        {**e, "cached": True} for e in study.tables["quality"]["entries"]
+    assert again.tables["quality"]["teachers"][0]["tables"]["1"]["entries"] == [
+        {**e, "cached": True} for e in q["tables"]["1"]["entries"]
     ]
 
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 STAGES = ("zoo", "latency", "quality", "search", "validate", "export")
+TARGETS = ("torch-cpu", "onnxruntime-cpu", "cuda")
 
 
 def add_parser(sub) -> None:
@@ -42,7 +43,22 @@ def add_parser(sub) -> None:
         "--teacher",
         type=Path,
         default=None,
-        help="teacher .safetensors (default: the committed one)",
+        help="one teacher .safetensors instead of the committed ones (its students, "
+        "<stem>-student<K>.safetensors, are used where they exist beside it)",
+    )
+    p.add_argument(
+        "--teachers",
+        type=int,
+        default=None,
+        help="how many committed teachers (seeds 0..N-1) the quality stage and the robustness "
+        "table use (quick default: 1; --full: 3)",
+    )
+    p.add_argument(
+        "--target",
+        default=None,
+        choices=TARGETS,
+        help="the backend whose latency the search trades against (default: onnxruntime-cpu, "
+        "what a CPU user ships; the report shows both CPU backends' choices side by side)",
     )
     p.add_argument(
         "--config",
@@ -54,6 +70,12 @@ def add_parser(sub) -> None:
     p.add_argument("--no-export", action="store_true", help="skip the export stage")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
+
+
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def run(args) -> int:
@@ -84,7 +106,23 @@ def run(args) -> int:
     if args.teacher is not None:
         if not args.teacher.is_file():
             raise FileNotFoundError(f"--teacher: no such file {str(args.teacher)!r}")
+        if args.teachers is not None:
+            raise ValueError("--teacher and --teachers do not go together")
         cfg = dataclasses.replace(cfg, teacher=str(args.teacher))
+    if args.teachers is not None:
+        from study.models import teacher_path
+
+        if not 1 <= args.teachers <= 3:
+            raise ValueError(f"--teachers must be 1, 2 or 3 (committed seeds), got {args.teachers}")
+        for seed in range(args.teachers):
+            if not teacher_path(seed).is_file():
+                raise FileNotFoundError(f"--teachers: the teacher {teacher_path(seed)} is missing")
+        cfg = dataclasses.replace(cfg, teachers=args.teachers)
+    if args.target is not None:
+        if args.target == "cuda" and not torch_cuda():
+            raise ValueError("--target cuda needs a CUDA device; none is available here")
+        backends = cfg.backends if args.target in cfg.backends else (*cfg.backends, args.target)
+        cfg = dataclasses.replace(cfg, target=args.target, backends=backends)
     if args.no_export:
         cfg = dataclasses.replace(cfg, export=False)
     cfg = cfg.with_cuda()
@@ -100,6 +138,7 @@ def run(args) -> int:
     study.quality()
     study.search()
     study.validate()
+    study.image_grid()
     if cfg.export:
         study.export()
     path = write_report(study)

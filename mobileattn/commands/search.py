@@ -1,7 +1,8 @@
-"""`mobileattn search`: tables in, config out. Reads a latency table (`mobileattn bench
---out`, or the `latency.json` of a `mobileattn run` folder, which holds one block table per
-backend: `--backend` picks one) and a quality table (`mobileattn quality --out`, or the
-run's `quality.json`), prints the Pareto front and the best config under the budget."""
+"""`mobileattn search`: tables in, (steps, config) out. Reads a latency table (`mobileattn
+bench --out`, or the `latency.json` of a `mobileattn run` folder, which holds one block
+table per backend: `--backend` picks one) and a quality table (`mobileattn quality --out`,
+one step count, or the run's `quality.json`, every step count of each teacher), prints the
+joint Pareto front and the best pair under the budget, as the study does."""
 
 from __future__ import annotations
 
@@ -29,7 +30,18 @@ def add_parser(sub) -> None:
         help="which block table of a run's latency.json (torch-cpu, onnxruntime-cpu, cuda); "
         "needed when it holds several",
     )
-    p.add_argument("--budget", default=None, help='"40ms", "0.5x" (of all softmax) or "50%%"')
+    p.add_argument(
+        "--budget",
+        default=None,
+        help='clip latency budget: "mobilei2v" (its recipe\'s latency, default), "40ms", '
+        '"0.5x" (of all softmax at the recipe\'s steps) or "50%%"',
+    )
+    p.add_argument(
+        "--teacher-index",
+        type=int,
+        default=0,
+        help="which teacher's tables of a run's quality.json (default: 0)",
+    )
     p.add_argument("--out", type=Path, default=None, help="JSON output file")
     p.set_defaults(func=run)
 
@@ -70,41 +82,67 @@ def block_table_of(lat_json: dict, backend: str | None) -> dict:
     return tables[backend]
 
 
+def quality_entry(q_json: dict, teacher: int) -> dict:
+    """The quality table of one teacher in the shape the joint search reads
+    ({"tables": {steps: swap table}}): a run's quality.json holds one per teacher; a
+    `mobileattn quality --out` file is one swap table at its step count."""
+    if "teachers" in q_json:
+        entries = q_json["teachers"]
+        if not 0 <= teacher < len(entries):
+            raise ValueError(
+                f"--teacher-index must be in [0, {len(entries)}) for this --quality file, "
+                f"got {teacher}"
+            )
+        return entries[teacher]
+    if teacher != 0:
+        raise ValueError("--teacher-index: this --quality file holds one table (teacher 0)")
+    return {"tables": {str(q_json["steps"]): q_json}}
+
+
 def run(args) -> int:
-    from bench.latency import per_block_latency
     from export.files import check_out_file
     from hybrid_dit import format_pattern
-    from study.distill import quality_loss_table
-    from study.search import search
+    from study.driver import search_pairs, step_options
 
     check_out_file(args.out)
     lat_json, q_json = _load(args.latency, "latency"), _load(args.quality, "quality")
     try:
         blocks = block_table_of(lat_json, args.backend)
-        depth = blocks["depth"]
-        lat = per_block_latency(blocks)
-        qual = quality_loss_table(q_json, len(q_json["teacher"]["attention"]))
+        entry = quality_entry(q_json, args.teacher_index)
+        steps = sorted(int(k) for k in entry["tables"])
+        fixed = lat_json.get("fixed", {}).get("median_ms", 0.0)
+        options = step_options(blocks, entry, steps, fixed)
     except (KeyError, TypeError) as e:
         raise ValueError(
-            "--latency (from `mobileattn bench`) and --quality (from `mobileattn quality`) "
-            f"must hold those commands' tables; a field is missing or malformed ({e!r})"
+            "--latency (from `mobileattn bench` or a run's latency.json) and --quality (from "
+            "`mobileattn quality` or a run's quality.json) must hold those commands' tables; a "
+            f"field is missing or malformed ({e!r})"
         ) from None
-    if len(qual) != depth:
-        raise ValueError(f"latency table has {depth} blocks, quality table {len(qual)}")
-    lat = [{v: ms for v, ms in row.items() if v in qual[i]} for i, row in enumerate(lat)]
-    missing = [(i, v) for i, row in enumerate(qual) for v in row if v not in lat[i]]
-    if missing:
-        raise ValueError(f"the latency table lacks variants the quality table has: {missing[:3]}")
-    res = search(lat, qual, args.budget)
-    print(f"Pareto front ({len(res.front)} configs; block latency ms, predicted loss):")
-    for p in res.front:
-        print(f"  {p.latency_ms:9.1f}  {p.quality_loss:+.4f}  {format_pattern(p.config)}")
-    if res.best is not None:
-        print(
-            f"\nbest under {res.budget} ({res.budget_ms:.1f} ms): {format_pattern(res.best.config)}"
-        )
+    budget = args.budget or "mobilei2v"
+    try:
+        res = search_pairs(options, budget)
+    except ValueError as e:
+        raise ValueError(f"--budget: {e}") from None
+    print(
+        f"Joint Pareto front over steps {steps} ({len(res['front'])} pairs; clip latency ms on "
+        f"{blocks['backend']}, predicted pixel MSE):"
+    )
+    for p in res["front"]:
+        pattern = format_pattern(tuple(p["config"]))
+        print(f"  {p['steps']:3d} steps {p['latency_ms']:11.1f}  {p['quality']:.5f}  {pattern}")
+    r, b = res["recipe"], res["best"]
+    print(
+        f"\nMobileI2V's recipe ({r['steps']} steps, {format_pattern(tuple(r['config']))}): "
+        f"{r['latency_ms']:.1f} ms, {r['quality']:.5f}"
+    )
+    print(
+        f"best under {budget} ({res['budget_ms']:.1f} ms): {b['steps']} steps, "
+        f"{format_pattern(tuple(b['config']))}, {b['latency_ms']:.1f} ms, {b['quality']:.5f}"
+    )
     if args.out is not None:
         from export.files import write_json
 
-        print(f"wrote {write_json(args.out, res.to_dict())}")
+        print(
+            f"wrote {write_json(args.out, {'backend': blocks['backend'], 'steps': steps, **res})}"
+        )
     return 0

@@ -11,10 +11,19 @@ from pathlib import Path
 
 def add_parser(sub) -> None:
     from study.models import TEACHER_PATH
+    from study.training import TEACHER_EMA, TEACHER_STEPS
 
     p = sub.add_parser("train-teacher", help="train the quality study's all-softmax teacher")
     p.add_argument("--out", type=Path, default=TEACHER_PATH, help=f"(default: {TEACHER_PATH})")
-    p.add_argument("--steps", type=int, default=1500, help="optimizer steps (default: 1500)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=TEACHER_STEPS,
+        help=f"optimizer steps (default: {TEACHER_STEPS}, as the committed teachers)",
+    )
+    p.add_argument(
+        "--ema", type=float, default=TEACHER_EMA, help=f"EMA decay (default: {TEACHER_EMA}; 0: off)"
+    )
     p.add_argument("--batch", type=int, default=8, help="clips per step (default: 8)")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: 2e-3)")
     p.add_argument("--seed", type=int, default=0, help="seed of init, data order, noise")
@@ -36,6 +45,8 @@ def run(args) -> int:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if not args.lr > 0:
         raise ValueError(f"--lr must be > 0, got {args.lr}")
+    if not 0 <= args.ema < 1:
+        raise ValueError(f"--ema must be in [0, 1), got {args.ema}")
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
@@ -51,12 +62,15 @@ def run(args) -> int:
         batch=args.batch,
         lr=args.lr,
         seed=args.seed,
+        ema=args.ema,
         command=command,
         progress=not args.no_progress,
     )
     q = meta["heldout"]
+    at = ", ".join(f"{k} steps {v:.2f}" for k, v in q["psnr_at_steps"].items())
     print(
-        f"wrote {args.out} (+ .json): final train loss {meta['final_train_loss']:.4f}, "
-        f"held-out loss {q['loss']:.4f}, PSNR {q['psnr']:.2f} dB"
+        f"wrote {args.out} (+ .json) in {meta['train_seconds']:.0f} s: final train loss "
+        f"{meta['final_train_loss']:.4f}, held-out loss {q['loss']:.4f}, PSNR {at} dB "
+        f"(copying frame 0: {q['copy_first_frame_psnr']:.2f} dB)"
     )
     return 0

@@ -1,0 +1,122 @@
+"""A check of the method: do hybrids built by block-wise distillation from the teacher rank
+like the same hybrids trained natively from scratch?
+
+    python -m study.native_check --run results/run-X     # its chosen config vs MobileI2V's
+    make native-check RUN=results/run-X
+
+For MobileI2V's pattern and the chosen config of a study run (teacher 0's, at the teacher's
+flow level): each trained from scratch with exactly the teacher's recipe (train_teacher:
+same seed, steps, schedule, fresh clips), and each built by block-wise distillation from
+the teacher (study.distill.build_config, as the study builds configs). All four sampled with
+20 Euler steps on the same held-out clips and noise; PSNR with a bootstrap interval of the
+paired difference. Writes bench/results/native-check.json atomically (the report reads it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results" / "native-check.json"
+STEPS = 20
+
+
+def main(argv=None) -> int:
+    import torch
+
+    from export.files import write_json
+    from hybrid_dit import format_pattern, mobilei2v_pattern
+    from study.dataset import TaskSpec, load_task
+    from study.distill import build_config, record_activations
+    from study.driver import _mean_ci
+    from study.evaluate import evaluate_sampler
+    from study.models import load_model, teacher_path
+    from study.task import VideoSpec
+    from study.training import train_teacher
+
+    p = argparse.ArgumentParser(
+        prog="python -m study.native_check", description=__doc__.split("\n")[0]
+    )
+    p.add_argument(
+        "--run", type=Path, required=True, help="a `mobileattn run` folder (its search.json)"
+    )
+    p.add_argument("--teacher", type=Path, default=teacher_path(0))
+    p.add_argument("--work", type=Path, default=Path("results") / "native-check")
+    p.add_argument("--heldout", type=int, default=16)
+    p.add_argument("--distill-steps", type=int, default=100)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    search = json.loads((args.run / "search.json").read_text())["teachers"][0]
+    teacher, meta = load_model(args.teacher)
+    depth = teacher.cfg.depth
+    chosen = tuple(search["best"]["config"])
+    patterns = {"MobileI2V's pattern": mobilei2v_pattern(depth), "chosen": chosen}
+    task = meta["task"]
+    spec = TaskSpec(
+        video=VideoSpec(**task["video"]), n_train=task["n_train"], n_heldout=args.heldout
+    )
+    data = load_task(spec)
+    acts = record_activations(teacher, data)
+    rows = []
+    for label, pattern in patterns.items():
+        out = args.work / f"native-{label.split()[0].lower().strip(chr(39) + 's')}.safetensors"
+        if not out.is_file():  # a rerun reuses a finished native model (it records its command)
+            train_teacher(
+                out, steps=meta["steps"], batch=meta["batch"], lr=meta["lr"], seed=meta["seed"],
+                spec=TaskSpec.from_dict(task),
+                cfg=teacher.cfg.with_attention(pattern), ema=meta.get("ema", 0.0),
+                command=f"python -m study.native_check (native {format_pattern(pattern)})",
+            )  # fmt: skip
+        native, _ = load_model(out)
+        distilled, _ = build_config(
+            teacher, data, pattern, acts, STEPS, distill_steps=args.distill_steps
+        )
+        qn, qd = evaluate_sampler(native, data, STEPS), evaluate_sampler(distilled, data, STEPS)
+        rows.append(
+            {
+                "label": label,
+                "pattern": format_pattern(pattern),
+                "native_psnr": qn["psnr"],
+                "distilled_psnr": qd["psnr"],
+                "native_clip_mse": qn["clip_mse"],
+                "distilled_clip_mse": qd["clip_mse"],
+                "native_file": str(out),
+            }
+        )
+    a, b = rows
+    dn = [y - x for x, y in zip(a["native_clip_mse"], b["native_clip_mse"], strict=True)]
+    dd = [y - x for x, y in zip(a["distilled_clip_mse"], b["distilled_clip_mse"], strict=True)]
+    ci_n, ci_d = _mean_ci(dn), _mean_ci(dd)
+
+    def order(ci, mean):
+        if ci[0] > 0:
+            return f"{a['label']} better"
+        if ci[1] < 0:
+            return f"{b['label']} better"
+        return "same within noise"
+
+    rn, rd = order(ci_n, sum(dn) / len(dn)), order(ci_d, sum(dd) / len(dd))
+    verdict = (
+        f"Native: {rn} (MSE difference {sum(dn) / len(dn):+.5f} [{ci_n[0]:+.5f}, {ci_n[1]:+.5f}]); "
+        f"distilled: {rd} ({sum(dd) / len(dd):+.5f} [{ci_d[0]:+.5f}, {ci_d[1]:+.5f}]). "
+        + ("They rank the same." if rn == rd else "They do not rank the same.")
+    )
+    res = {
+        "command": "python -m study.native_check " + " ".join(argv or sys.argv[1:]),
+        "teacher": str(args.teacher),
+        "steps": STEPS,
+        "n_heldout": args.heldout,
+        "rows": rows,
+        "verdict": verdict,
+        "torch_threads": torch.get_num_threads(),
+    }
+    write_json(args.out, res)
+    print(verdict)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
