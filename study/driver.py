@@ -416,6 +416,13 @@ class Study:
                     sp = student_path(path, k)
                     if sp.is_file():
                         student, _ = load_model(sp)
+                        if student.cfg.sample_steps != k or student.cfg.replace(
+                            sample_steps=None
+                        ) != teacher.cfg.replace(sample_steps=None):
+                            raise ValueError(
+                                f"{sp} is not a {k}-step student of {path}: its config is "
+                                f"{student.cfg.to_dict()}, the teacher's {teacher.cfg.to_dict()}"
+                            )
                         run.samplers[k] = (student, "student", sp)
                     else:
                         kind = "teacher" if k >= TEACHER_STEPS else "teacher (no student)"

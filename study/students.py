@@ -53,6 +53,8 @@ class StudentSpec:
     steps: int  # K: the student's sampling steps; must divide teacher_steps
     teacher_steps: int = 20  # the teacher's Euler steps for the target ODE solution
     pool: int = 1024  # recorded teacher trajectories (fresh training seeds)
+    pool_grid: int = 4  # trajectories are recorded at t = j / lcm(K, pool_grid): one pool
+    # serves the students of K = 1, 2 and 4
     train_steps: int = 1200  # optimizer steps
     batch: int = 8
     lr: float = 3e-4
@@ -68,8 +70,18 @@ class StudentSpec:
                 f"StudentSpec.steps ({self.steps}) must divide teacher_steps "
                 f"({self.teacher_steps}) so the student's grid lies on the teacher's"
             )
+        if self.teacher_steps % self.keep:
+            raise ValueError(
+                f"StudentSpec.pool_grid: lcm(steps, pool_grid) = {self.keep} must divide "
+                f"teacher_steps ({self.teacher_steps})"
+            )
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"StudentSpec.lr must be a positive number, got {self.lr!r}")
+
+    @property
+    def keep(self) -> int:
+        """The recording grid of the trajectory pool: t = 1 - j / keep, j = 0..keep."""
+        return math.lcm(self.steps, self.pool_grid)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -230,7 +242,7 @@ def distill_student(
             f"task's latents have {video.latent_channels}: not a teacher of that task"
         )
     remove_stale_temps(out.parent)  # a killed run's half-written files
-    keep = spec.steps
+    keep = spec.keep
     torch.manual_seed(spec.seed)
     pool = trajectory_pool(
         teacher, video, spec.pool, spec.teacher_steps, keep, spec.seed, cache_dir,
