@@ -99,7 +99,7 @@ def linear_fast(feature_fn):
 
         S1 = phi_k^T [v, 1]   (F x (Dv + 1));   [num, den] = phi_q S1
 
-    Two batched GEMMs and one division in place, no einsum (whose CPU and onnxruntime
+    Two batched GEMMs and one division, no einsum (whose CPU and onnxruntime
     lowerings transpose their operands). Same math and compute precision as the
     reference (keys times values first, fp32 or wider)."""
 

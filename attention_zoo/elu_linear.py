@@ -11,7 +11,7 @@ from attention_zoo.registry import Variant, register
 def elu1(x: torch.Tensor) -> torch.Tensor:
     """elu(x) + 1, computed as e^min(x, 0) + relu(x): forming elu(x) + 1 = (e^x - 1) + 1
     cancels for negative x (all digits lost below x ~ -17 in fp32)."""
-    return torch.clamp(x, max=0.0).exp_().add_(torch.relu(x))  # one new tensor, updated in place
+    return torch.exp(torch.clamp(x, max=0.0)) + torch.relu(x)
 
 
 def elu_features(q, k):

@@ -22,6 +22,7 @@ the median (bench.stats).
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -107,7 +108,9 @@ def make_runner(
         return run
     from export.onnx import input_names, session, to_onnx
 
-    path = Path(tempfile.mkstemp(suffix=".onnx", dir=workdir)[1])
+    fd, name = tempfile.mkstemp(suffix=".onnx", dir=workdir)
+    os.close(fd)
+    path = Path(name)
     to_onnx(module, inputs, path)
     sess = session(path)
     feed = dict(zip(input_names(module, len(inputs)), (i.numpy() for i in inputs), strict=True))
@@ -323,6 +326,42 @@ def model_table(
         "runtime": key["runtime"],
         "cached": cached,
         "models": rows,
+    }
+
+
+def host_table(
+    preset: str | DiTConfig = "mobilei2v", grid=(3, 23, 40), repeats: int = 7, warmup: int = 1
+) -> dict:
+    """The host loop's own cost (export.host.sample, numpy, what ships around the Core ML
+    step) at a grid, with the program stubbed by an instant zero velocity: timed for 1 and
+    for 4 steps, interleaved, it splits into a fixed per-clip part (initial noise, first
+    frame) and a per-step part (layout in and out, sinusoid features, the Euler update).
+    Returns medians and intervals in ms."""
+    import numpy as np
+
+    from export import host
+    from export.bundle import step_spec
+
+    cfg = PRESETS[preset] if isinstance(preset, str) else preset
+    grid = check_grid(grid)
+    spec = step_spec(cfg, grid, 1, dtype="float32")
+    ff = np.zeros(spec.frame_shape, dtype=np.float32)
+    out_shape = spec.shapes()[host.V]
+
+    def predict(feeds):
+        return {host.V: np.zeros(out_shape, dtype=np.float32)}
+
+    runs = {k: (lambda k=k: host.sample(predict, spec, ff, 0.5, steps=k, seed=0)) for k in (1, 4)}
+    t = time_interleaved({str(k): fn for k, fn in runs.items()}, warmup, repeats)
+    one, four = t["1"]["median"], t["4"]["median"]
+    per_step = (four - one) / 3
+    return {
+        "what": "host loop (export.host.sample) with the program stubbed: fixed + steps x per-step",
+        "grid": list(grid),
+        "fixed_ms": 1e3 * (one - per_step),
+        "per_step_ms": 1e3 * per_step,
+        "one_step": ms_row(t["1"]),
+        "four_steps": ms_row(t["4"]),
     }
 
 

@@ -105,10 +105,11 @@ def time_interleaved(
     sync: Callable[[], None] | None = None,
     progress=None,
 ) -> dict[str, dict[str, Any]]:
-    """Times several candidates in rounds, A B C A B C ..., so that drift of a shared
-    machine (other work, clocks, memory reclaim) hits all alike. Each round calls every
-    candidate once; `warmup` untimed rounds first. Returns {name: summarize(...)};
-    `progress(done, total)` is called after each timed call."""
+    """Times several candidates in rounds, so that drift of a shared machine (other work,
+    clocks, memory reclaim) hits all alike: each round calls every candidate once, and the
+    order rotates from round to round (A B C, B C A, C A B, ...) so that no candidate always
+    follows the same neighbour's cache state. `warmup` untimed rounds first. Returns
+    {name: summarize(...)}; `progress(done, total)` is called after each timed call."""
     _check_counts(warmup, repeats)
     if not fns:
         raise ValueError("fns must hold at least one candidate")
@@ -119,8 +120,10 @@ def time_interleaved(
                 sync()
     times: dict[str, list[float]] = {name: [] for name in fns}
     done, total = 0, repeats * len(fns)
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    names = list(fns)
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            fn = fns[name]
             t0 = time.perf_counter()
             fn()
             if sync is not None:

@@ -57,12 +57,30 @@ def median_ci(
     return float(lo), float(hi)
 
 
+def mean_ci(xs: Sequence[float], level: float = CI_LEVEL, seed: int = 0) -> tuple[float, float]:
+    """Bootstrap interval of the mean of `xs` (percentile method, seeded); a single value
+    is its own interval."""
+    x = np.asarray(xs, dtype=np.float64)
+    if x.size < 2:
+        return float(x.mean()), float(x.mean())
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(BOOTSTRAP_RESAMPLES, x.size))].mean(axis=1)
+    a = (1 - level) / 2
+    lo, hi = np.quantile(means, [a, 1 - a])
+    return float(lo), float(hi)
+
+
 def separated(a: dict, b: dict) -> bool:
     """True when the median intervals (ci_low..ci_high) of two summaries do not overlap and
     both rest on at least MIN_REPEATS repeats."""
     if min(a.get("repeats", MIN_REPEATS), b.get("repeats", MIN_REPEATS)) < MIN_REPEATS:
         return False
     return a["ci_high"] < b["ci_low"] or b["ci_high"] < a["ci_low"]
+
+
+def ms_separated(a: dict, b: dict) -> bool:
+    """`separated` for two table rows with *_ms keys (or seconds summaries)."""
+    return separated(_ms(a), _ms(b))
 
 
 def speed_verdict(a: dict, b: dict, name_a: str, name_b: str) -> str:

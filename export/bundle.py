@@ -13,6 +13,7 @@ host loop against hybrid_dit.sample. Both files come from the same weights.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -259,5 +260,8 @@ def write_bundle(
         res["host"] = res["coreml"].pop("host", res["host"])  # the dtype the program has
     else:
         res["coreml"] = {"status": "skipped", "reason": "coreml=False"}
+        stale = folder / FILES["coreml"]
+        if stale.exists():  # an earlier export's program would sit beside a bundle without it
+            shutil.rmtree(stale)
     write_json(folder / FILES["json"], res)
     return res

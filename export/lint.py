@@ -24,6 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from export.mil import PRECISION_KEY, Program, TensorSpec, load_program, tensor_spec
+from hybrid_dit.ane import ANE_MAX_DIM
 
 ANE_OPS = frozenset(
     {
@@ -97,7 +98,8 @@ ANE_OPS = frozenset(
 )
 LAYOUT_OPS = ("transpose", "reshape")
 MAX_RANK = 4  # the ANE works on rank-4 (N, C, H, W) buffers
-MAX_DIM = 16384  # larger dimensions are reported to fall back off the ANE
+# Larger dimensions are reported to fall back off the ANE; the ANE twin sizes its views by it.
+MAX_DIM = ANE_MAX_DIM
 ROW_ALIGN_BYTES = 64  # the ANE pads each last-axis row to 64 bytes
 PAD_WASTE_FRACTION = 0.5  # "most of the buffer"
 PAD_WASTE_MIN_BYTES = 16 * 1024  # ignore small buffers, where padding costs nothing real

@@ -56,8 +56,8 @@ from hybrid_dit.model import (
 
 ATTENTION_IMPLS = ("ane", "reference")
 STEP_INPUTS = ("x", "t_freq", "motion_freq")  # ANEStep.forward's names: the program's inputs
-# The largest dimension a tensor may have and stay on the ANE, as reported (export.lint's
-# MAX_DIM, which hybrid_dit cannot import: imports run the other way).
+# The largest dimension a tensor may have and stay on the ANE, as reported (export.lint
+# checks programs against this same number, as its MAX_DIM).
 ANE_MAX_DIM = 16384
 
 

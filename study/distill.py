@@ -49,23 +49,37 @@ def record_activations(
     seed: int = 1,
     heldout: bool = False,
 ) -> BlockActivations:
-    """Runs `model` on `batches` random noisy batches of training clips (or of the held-out
-    clips, for measuring a distilled block on inputs it was not fitted on) and records what
-    every block sees and returns. Timesteps are drawn as the model is used (draw_t:
-    logit-normal for a flow model, its own grid for a K-step student)."""
+    """Runs `model` on `batches` batches of training clips (or of the held-out clips, for
+    measuring a distilled block on inputs it was not fitted on) and records what every
+    block sees and returns, at the inputs the model is used on: a flow model at noisy clips
+    x_t = (1 - t) x0 + t noise with logit-normal t (as it is trained); a K-step student on
+    its own sampling trajectory from noise, at its step b mod K for batch b (its inputs at
+    t < 1 are its own earlier steps' output, not an interpolation)."""
     gen = torch.Generator().manual_seed(seed)
     model.eval()
     pool_x, pool_m = (
         (data.test_x, data.test_motion) if heldout else (data.train_x, data.train_motion)
     )
+    k = model.cfg.sample_steps
     xs, conds = [], []
-    for _ in range(batches):
+    for b in range(batches):
         idx = torch.randint(0, pool_x.shape[0], (batch,), generator=gen)
         x0, motion = pool_x[idx], pool_m[idx]
-        t = draw_t(model.cfg, batch, gen)
         noise = torch.randn(x0.shape, generator=gen)
-        tt = t.view(-1, 1, 1, 1, 1)
-        p = model.prepare((1 - tt) * x0 + tt * noise, t, x0[:, :, 0], motion)
+        ff = x0[:, :, 0]
+        if k is None:
+            t = draw_t(model.cfg, batch, gen)
+            tt = t.view(-1, 1, 1, 1, 1)
+            x_t = (1 - tt) * x0 + tt * noise
+        else:
+            x_t = noise.clone()
+            x_t[:, :, 0] = ff
+            for j in range(b % k):  # the student's own Euler steps up to step b mod k
+                v = model(x_t, torch.full((batch,), 1.0 - j / k), ff, motion)
+                x_t = x_t - v / k
+                x_t[:, :, 0] = ff
+            t = torch.full((batch,), 1.0 - (b % k) / k)
+        p = model.prepare(x_t, t, ff, motion)
         x = p.x
         bounds = [x]
         for block in model.blocks:
@@ -73,8 +87,39 @@ def record_activations(
             bounds.append(x)
         xs.append(bounds)
         conds.append(p.cond)
-    key = {"batches": batches, "batch": batch, "seed": seed, "heldout": heldout}
+    key = activations_key(model, batches, batch, seed, heldout)
     return BlockActivations(xs=xs, conds=conds, grid=data.grid, key=key)
+
+
+def activations_key(model, batches: int, batch: int, seed: int, heldout: bool) -> dict:
+    """How record_activations makes its activations (part of the cache keys of what is
+    distilled from them), known without recording them."""
+    k = model.cfg.sample_steps
+    return {
+        "batches": batches,
+        "batch": batch,
+        "seed": seed,
+        "heldout": heldout,
+        "inputs": "noisy clips" if k is None else f"own {k}-step trajectory",
+    }
+
+
+class LazyActivations:
+    """record_activations(model, data, ...) recorded on first use: its `key` is known at
+    once, so a fully cached study never records what it does not distil."""
+
+    def __init__(self, model, data, batches: int = 8, batch: int = 8, seed: int = 1):
+        self._args = (model, data, batches, batch, seed)
+        self.key = activations_key(model, batches, batch, seed, False)
+        self._acts: BlockActivations | None = None
+
+    def __getattr__(self, name):  # xs, conds, grid
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._acts is None:
+            model, data, batches, batch, seed = self._args
+            self._acts = record_activations(model, data, batches, batch, seed)
+        return getattr(self._acts, name)
 
 
 def swapped_model(base: HybridDiT, pattern) -> HybridDiT:
@@ -165,17 +210,20 @@ def swap_table(
     study's cache); every hyperparameter is in the keys. Returns a JSON-able dict with the
     base model's quality and one entry per (block, variant) with the deltas to the base."""
     measure = measure or no_cache
-    base_key = {
+    eval_key = {
         "base": fingerprint(base),
         "task": data.spec.to_dict(),
         "steps": steps,
+        "torch": torch.__version__,
+    }
+    base_key = {
+        **eval_key,
         "distill_steps": distill_steps,
         "distill_lr": distill_lr,
         "activations": acts.key,
-        "torch": torch.__version__,
     }
     base_q, b_cached = measure(
-        "quality-base", base_key, lambda: evaluate_sampler(base, data, steps)
+        "quality-base", eval_key, lambda: evaluate_sampler(base, data, steps)
     )
     depth = base.cfg.depth
     blocks = list(range(depth)) if blocks is None else list(blocks)

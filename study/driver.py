@@ -84,19 +84,53 @@ class StudyConfig:
 
     @classmethod
     def quick(cls) -> StudyConfig:
-        omitted = (
-            "variants softmax_frame, focused_linear, elu_linear, cosformer, performer and "
-            "sigmoid in the latency, quality and search stages (the zoo table has all "
-            "eight); the quick study chooses between MobileI2V's two block kinds",
-            "one teacher (seed 0) of the three committed; `--teachers 3` or `--full` runs "
-            "the robustness study over all three",
-            "sampling steps 1 and 2 in the joint search (`--full`: 1, 2, 4 and the teacher at 20)",
-            "whole-model latency on the target backend only, for the chosen pair, its nearest "
-            "front neighbour and MobileI2V's recipe (`--full` adds more neighbours, all "
-            "softmax and all relu_linear, and torch-cpu)",
-            "held-out quality on 8 clips and 3 timesteps",
-        )
-        return cls(notes=omitted)
+        return cls()
+
+    def left_out(self) -> list[str]:
+        """What this config leaves out of the whole sweep (`full()`), in words: derived
+        from the fields, so the report says what really ran."""
+        import attention_zoo as az
+
+        full = StudyConfig.full()
+        out = []
+        missing = [v for v in az.VARIANTS if v not in self.variants]
+        if missing:
+            out.append(
+                f"variants {', '.join(missing)} in the latency, quality and search stages "
+                f"(they ran: {', '.join(self.variants)})"
+            )
+        zoo_missing = [v for v in az.VARIANTS if self.zoo_variants and v not in self.zoo_variants]
+        if zoo_missing:
+            out.append(f"variants {', '.join(zoo_missing)} in the zoo table")
+        if self.teacher is not None:
+            out.append(f"the committed teachers: one given teacher, {self.teacher}")
+        elif self.teachers < full.teachers:
+            out.append(
+                f"{full.teachers - self.teachers} of the {full.teachers} committed teachers "
+                f"(seeds {', '.join(map(str, range(self.teachers)))} ran; `--teachers "
+                f"{full.teachers}` runs the robustness study over all)"
+            )
+        steps = [k for k in full.steps if k not in self.steps]
+        if steps:
+            out.append(
+                f"sampling steps {', '.join(map(str, steps))} in the joint search (it ran "
+                f"{', '.join(map(str, self.steps))})"
+            )
+        wm = self.whole_model_backends()
+        others = [b for b in self.backends if b not in wm]
+        if others:
+            out.append(f"whole-model latency on {', '.join(others)} (measured on {', '.join(wm)})")
+        if self.top_k < full.top_k or not self.validate_references:
+            out.append(
+                f"configs built for real: the chosen pair, {self.top_k} front neighbour(s) and "
+                "MobileI2V's recipe"
+                + ("" if self.validate_references else " (not all softmax / all relu_linear)")
+            )
+        if self.n_heldout < full.n_heldout:
+            out.append(
+                f"held-out quality on {self.n_heldout} clips (the whole sweep: {full.n_heldout})"
+            )
+        return [*out, *self.notes]
 
     @classmethod
     def full(cls) -> StudyConfig:
@@ -171,6 +205,13 @@ def _validate(c: StudyConfig) -> None:
             f"got {c.latency_preset!r}"
         )
     grid("latency_grid", c.latency_grid)
+    depth = PRESETS[c.latency_preset].depth
+    if isinstance(c.block_stack, int) and not isinstance(c.block_stack, bool):
+        if not 1 <= c.block_stack <= depth:
+            raise ValueError(
+                f"study config: block_stack must be in [1, {depth}] (the latency preset's "
+                f"depth), got {c.block_stack}"
+            )
     if not isinstance(c.zoo_grids, (tuple, list)) or not c.zoo_grids:
         raise ValueError(f"study config: zoo_grids must be a non-empty list, got {c.zoo_grids!r}")
     for g in c.zoo_grids:
@@ -249,7 +290,15 @@ def _validate(c: StudyConfig) -> None:
 
 # Which code each cached stage depends on: its hash is part of every key of that stage, so
 # a measurement computed by other code is never reused (study.cache.code_version).
-LATENCY_CODE = ("attention_zoo", "kernels", "hybrid_dit", "export/onnx.py", "bench")
+LATENCY_CODE = (
+    "attention_zoo",
+    "kernels",
+    "hybrid_dit",
+    "export/onnx.py",
+    "export/host.py",
+    "export/bundle.py",
+    "bench",
+)
 QUALITY_CODE = (
     "attention_zoo",
     "kernels",
@@ -265,7 +314,7 @@ STAGE_CODE = {
     "zoo": LATENCY_CODE,
     "blocks": LATENCY_CODE,
     "models": LATENCY_CODE,
-    "fixed": LATENCY_CODE,
+    "host": LATENCY_CODE,
     "quality-base": QUALITY_CODE,
     "quality-swap": QUALITY_CODE,
     "quality-steps": QUALITY_CODE,
@@ -325,19 +374,16 @@ class Study:
 
     # -- stages -------------------------------------------------------------------------------
     def zoo(self) -> dict:
-        from bench.machine import copy_bandwidth
         from bench.zoo_cpu import compare_implementations
 
         def run():
-            res = compare_implementations(
+            return compare_implementations(
                 grids=self.cfg.zoo_grids,
                 variants=self.cfg.zoo_variants,
                 repeats=self.cfg.zoo_repeats,
                 progress=self.progress,
                 measure=self.measure,
             )
-            res["copy_gbps"] = copy_bandwidth()
-            return res
 
         return self._stage("zoo_cpu", run)
 
@@ -357,39 +403,27 @@ class Study:
                     progress=self.progress,
                     measure=self.measure,
                 )
-            out["fixed"] = self._fixed_part()
+            out["host"] = self._host_part()
             return out
 
         return self._stage("latency", run)
 
-    def _fixed_part(self) -> dict:
-        """The per-clip work of the host loop that does not depend on the step count: the
-        initial noise and the first-frame injection at the latency grid. (A latent video
-        codec's encoder and decoder would be fixed costs too; this study's codec is
+    def _host_part(self) -> dict:
+        """The host loop's own cost around the exported step (bench.latency.host_table):
+        a fixed per-clip part and a per-step part, which the clip latency adds. (A latent
+        video codec's encoder and decoder would be fixed costs too; this study's codec is
         space-to-depth, and MobileI2V's VAE is outside it.)"""
-        from bench.machine import time_fn
-        from bench.stats import ms_row
-        from hybrid_dit import PRESETS, example_inputs
+        from bench.latency import host_table
+        from hybrid_dit import PRESETS
 
         cfg = PRESETS[self.cfg.latency_preset]
-
-        def run():
-            x, _, ff, _ = example_inputs(cfg, self.cfg.latency_grid)
-
-            def host():
-                noise = torch.randn(x.shape)
-                noise[:, :, 0] = ff
-                return noise
-
-            return time_fn(host, warmup=1, repeats=self.cfg.block_repeats)
-
         key = {"preset": cfg.to_dict(), "grid": list(self.cfg.latency_grid)}
-        t, cached = self.measure("fixed", {**key, "repeats": self.cfg.block_repeats}, run)
-        return {
-            "what": "initial noise + first-frame injection per clip (host loop)",
-            **ms_row(t),
-            "cached": cached,
-        }
+        res, cached = self.measure(
+            "host",
+            {**key, "repeats": self.cfg.block_repeats},
+            lambda: host_table(cfg, self.cfg.latency_grid, repeats=self.cfg.block_repeats),
+        )
+        return {**res, "cached": cached}
 
     def teachers(self) -> list[TeacherRun]:
         """Loads each teacher, its task data (its own clips; our held-out measurement), and
@@ -404,7 +438,8 @@ class Study:
             runs = []
             for i, path in enumerate(self.cfg.teacher_paths()):
                 teacher, meta = load_model(path)
-                task = meta.get("task", {})
+                check_teacher(path, teacher, meta)
+                task = meta["task"]
                 spec = TaskSpec(
                     video=VideoSpec(**task["video"]),
                     n_train=task["n_train"],
@@ -432,11 +467,13 @@ class Study:
         return self._teachers
 
     def _acts(self, run: TeacherRun, k: int):
+        """The activations of step count k's model, recorded on first use (a cached run
+        needs only their key)."""
         if k not in run.acts:
-            from study.distill import record_activations
+            from study.distill import LazyActivations
 
             model = run.samplers[k][0]
-            run.acts[k] = record_activations(model, run.data, batches=self.cfg.act_batches)
+            run.acts[k] = LazyActivations(model, run.data, batches=self.cfg.act_batches)
         return run.acts[k]
 
     def quality(self) -> dict:
@@ -494,6 +531,7 @@ class Study:
                         "trained_by": r.meta.get("command"),
                         "train_seconds": r.meta.get("train_seconds"),
                         "sidecar_heldout": (sidecar or {}).get("heldout"),
+                        "sidecar_n_heldout": r.meta["task"].get("n_heldout"),
                         "copy_first_frame_psnr": copy_baseline_psnr(r.data),
                         "task": r.data.spec.to_dict(),
                         "tables": by_steps,
@@ -509,7 +547,7 @@ class Study:
             self.tables["latency"]["blocks"][backend],
             t,
             self.cfg.steps,
-            self.tables["latency"]["fixed"]["median_ms"],
+            self.tables["latency"]["host"],
         )
 
     def _search_one(self, backend: str, t: dict) -> dict:
@@ -572,7 +610,8 @@ class Study:
                     progress=self.progress,
                     measure=self.measure,
                 )
-            fixed = self.tables["latency"]["fixed"]["median_ms"]
+            host = self.tables["latency"]["host"]
+            fixed, per_step = host["fixed_ms"], host["per_step_ms"]
             rows, robust = [], []
             for r, _, chosen, recipe, picks in picks_all:
                 q_by = {}
@@ -599,12 +638,12 @@ class Study:
                             "step_ci_ms": [m["ci_low_ms"], m["ci_high_ms"]],
                             "step_predicted_ms": m["predicted_ms"],
                             "step_prediction_error": m["prediction_error"],
-                            "clip_measured_ms": fixed + steps * m["median_ms"],
+                            "clip_measured_ms": fixed + steps * (m["median_ms"] + per_step),
                             "clip_ci_ms": [
-                                fixed + steps * m["ci_low_ms"],
-                                fixed + steps * m["ci_high_ms"],
+                                fixed + steps * (m["ci_low_ms"] + per_step),
+                                fixed + steps * (m["ci_high_ms"] + per_step),
                             ],
-                            "clip_predicted_ms": fixed + steps * m["predicted_ms"],
+                            "clip_predicted_ms": fixed + steps * (m["predicted_ms"] + per_step),
                         }
                     rows.append(row)
                 robust.append(_paired(r.index, q_by[chosen], q_by[recipe], chosen, recipe))
@@ -721,10 +760,26 @@ class Study:
         return self._stage("export", run)
 
 
-def step_options(blocks: dict, teacher_quality: dict, steps, fixed_ms: float = 0.0) -> list:
+def check_teacher(path, teacher, meta: dict) -> None:
+    """A teacher is a flow model (sampled with any step count) that records its task."""
+    if teacher.cfg.sample_steps is not None:
+        raise ValueError(
+            f"--teacher: {path} is a {teacher.cfg.sample_steps}-step student, not a teacher "
+            "(a flow model sampled with any step count)"
+        )
+    task = meta.get("task")
+    if not isinstance(task, dict) or not {"video", "n_train"} <= set(task):
+        raise ValueError(f"--teacher: {path} records no task (video, n_train) in its metadata")
+
+
+def step_options(blocks: dict, teacher_quality: dict, steps, host: dict | None = None) -> list:
     """The joint search's input for one teacher: a StepOption per step count, from a block
-    table (bench.latency.block_table) and the teacher's entry of the quality table (its
-    swap tables by step count). Variants missing from either table are left out."""
+    table (bench.latency.block_table), the host loop's cost (bench.latency.host_table: a
+    fixed per-clip part, and a per-step part charged with the model's overhead) and the
+    teacher's entry of the quality table (its swap tables by step count). Variants missing
+    from either table are left out."""
+    fixed_ms = 0.0 if host is None else host["fixed_ms"]
+    host_step_ms = 0.0 if host is None else host["per_step_ms"]
     from bench.latency import per_block_latency
     from study.distill import quality_delta_table
     from study.search import StepOption
@@ -757,7 +812,7 @@ def step_options(blocks: dict, teacher_quality: dict, steps, fixed_ms: float = 0
                 latency=lat_k,
                 quality=qual,
                 base_quality=table["base"]["mse"],
-                step_overhead_ms=blocks["overhead"]["median_ms"],
+                step_overhead_ms=blocks["overhead"]["median_ms"] + host_step_ms,
                 fixed_ms=fixed_ms,
             )
         )
@@ -819,8 +874,10 @@ def _paired(teacher: int, chosen: dict, recipe: dict, c_key, r_key) -> dict:
     """Chosen vs recipe on the same held-out clips and noise: PSNR of each, and the mean
     per-clip MSE difference (recipe - chosen; > 0: the chosen is better) with a bootstrap
     interval over clips."""
+    from bench.stats import mean_ci
+
     diffs = [b - a for a, b in zip(chosen["clip_mse"], recipe["clip_mse"], strict=True)]
-    lo, hi = _mean_ci(diffs)
+    lo, hi = mean_ci(diffs)
     return {
         "teacher": teacher,
         "chosen": {
@@ -843,24 +900,13 @@ def _paired(teacher: int, chosen: dict, recipe: dict, c_key, r_key) -> dict:
     }
 
 
-def _mean_ci(xs, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
-    import numpy as np
-
-    x = np.asarray(xs, dtype=np.float64)
-    if x.size < 2:
-        return float(x.mean()), float(x.mean())
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
-    a = (1 - level) / 2
-    lo, hi = np.quantile(means, [a, 1 - a])
-    return float(lo), float(hi)
-
-
 def _mean_paired(robust: list[dict]) -> dict:
     """Chosen vs recipe over all teachers: the mean per-clip MSE gain with a bootstrap
     interval over all (teacher, clip) pairs, and the mean PSNR gain."""
+    from bench.stats import mean_ci
+
     diffs = [d for r in robust for d in r["clip_mse_differences"]]
-    lo, hi = _mean_ci(diffs)
+    lo, hi = mean_ci(diffs)
     return {
         "teachers": len(robust),
         "mse_gain": sum(diffs) / len(diffs),

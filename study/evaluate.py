@@ -22,11 +22,16 @@ def fm_loss(model, x0, motion, t, noise) -> torch.Tensor:
     return F.mse_loss(pred[:, :, 1:], (noise - x0)[:, :, 1:])
 
 
+def mse_to_psnr(mse: float, data_range: float = 2.0) -> float:
+    """PSNR in dB of a mean squared error, for values in a range of width `data_range`
+    ([-1, 1] -> 2); inf for 0."""
+    return float("inf") if mse == 0 else 10 * math.log10(data_range**2 / mse)
+
+
 def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0) -> float:
     """Peak signal-to-noise ratio in dB between two tensors of values in a range of
     width `data_range` ([-1, 1] -> 2)."""
-    mse = F.mse_loss(a.double(), b.double()).item()
-    return float("inf") if mse == 0 else 10 * math.log10(data_range**2 / mse)
+    return mse_to_psnr(F.mse_loss(a.double(), b.double()).item(), data_range)
 
 
 @torch.no_grad()
@@ -86,7 +91,7 @@ def evaluate_sampler(model, data: TaskData, steps: int) -> dict:
     return {
         "steps": steps,
         "mse": mse,
-        "psnr": float("inf") if mse == 0 else 10 * math.log10(4.0 / mse),
+        "psnr": mse_to_psnr(mse),
         "clip_mse": [float(x) for x in clip_mse],
         "loss": loss,
     }

@@ -73,8 +73,10 @@ def load_model(path: str | Path = TEACHER_PATH, pattern=None) -> tuple[HybridDiT
 
 
 def fingerprint(model: HybridDiT) -> str:
-    """A short hash of the model's weights (names and bytes)."""
+    """A short hash of the model: its config (everything that changes what the same weights
+    compute: options, scales, sample_steps, ...) and its weights (names and bytes)."""
     h = hashlib.sha256()
+    h.update(json.dumps(model.cfg.to_dict(), sort_keys=True).encode())
     for k, v in sorted(model.state_dict().items()):
         h.update(k.encode())
         h.update(v.detach().cpu().numpy().tobytes())

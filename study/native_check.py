@@ -15,6 +15,7 @@ paired difference. Writes bench/results/native-check.json atomically (the report
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -26,15 +27,15 @@ STEPS = 20
 def main(argv=None) -> int:
     import torch
 
+    from bench.stats import mean_ci
     from export.files import write_json
     from hybrid_dit import format_pattern, mobilei2v_pattern
+    from study.cache import code_version
     from study.dataset import TaskSpec, load_task
     from study.distill import build_config, record_activations
-    from study.driver import _mean_ci
     from study.evaluate import evaluate_sampler
-    from study.models import load_model, teacher_path
-    from study.task import VideoSpec
-    from study.training import train_teacher
+    from study.models import fingerprint, load_model, teacher_path
+    from study.training import TRAINING_CODE, train_teacher
 
     p = argparse.ArgumentParser(
         prog="python -m study.native_check", description=__doc__.split("\n")[0]
@@ -54,15 +55,23 @@ def main(argv=None) -> int:
     chosen = tuple(search["best"]["config"])
     patterns = {"MobileI2V's pattern": mobilei2v_pattern(depth), "chosen": chosen}
     task = meta["task"]
-    spec = TaskSpec(
-        video=VideoSpec(**task["video"]), n_train=task["n_train"], n_heldout=args.heldout
-    )
+    spec = TaskSpec.from_dict({**task, "n_heldout": args.heldout})
     data = load_task(spec)
     acts = record_activations(teacher, data)
     rows = []
     for label, pattern in patterns.items():
-        out = args.work / f"native-{label.split()[0].lower().strip(chr(39) + 's')}.safetensors"
-        if not out.is_file():  # a rerun reuses a finished native model (it records its command)
+        # named by everything the native model depends on: a rerun reuses a finished one
+        # only for the same pattern, teacher recipe and code
+        recipe = {
+            "pattern": list(pattern),
+            "teacher": fingerprint(teacher),
+            "task": task,
+            **{k: meta.get(k) for k in ("steps", "batch", "lr", "seed", "ema")},
+            "code": code_version(TRAINING_CODE),
+        }
+        digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+        out = args.work / f"native-{digest}.safetensors"
+        if not out.is_file():
             train_teacher(
                 out, steps=meta["steps"], batch=meta["batch"], lr=meta["lr"], seed=meta["seed"],
                 spec=TaskSpec.from_dict(task),
@@ -70,6 +79,8 @@ def main(argv=None) -> int:
                 command=f"python -m study.native_check (native {format_pattern(pattern)})",
             )  # fmt: skip
         native, _ = load_model(out)
+        if native.cfg.attention != tuple(pattern):
+            raise ValueError(f"{out} holds {native.cfg.attention}, not {pattern}")
         distilled, _ = build_config(
             teacher, data, pattern, acts, STEPS, distill_steps=args.distill_steps
         )
@@ -88,7 +99,7 @@ def main(argv=None) -> int:
     a, b = rows
     dn = [y - x for x, y in zip(a["native_clip_mse"], b["native_clip_mse"], strict=True)]
     dd = [y - x for x, y in zip(a["distilled_clip_mse"], b["distilled_clip_mse"], strict=True)]
-    ci_n, ci_d = _mean_ci(dn), _mean_ci(dd)
+    ci_n, ci_d = mean_ci(dn), mean_ci(dd)
 
     def order(ci, mean):
         if ci[0] > 0:

@@ -79,13 +79,10 @@ def joint_front(
     marker shape per step count. marked: named pairs (the chosen one, MobileI2V's recipe)
     as labelled stars; measured: dicts with latency_ms, mse, label of pairs built for real.
     The quality axis is drawn as PSNR (10 log10(4 / MSE)), higher is better."""
-    import math
+    from study.evaluate import mse_to_psnr as db
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
-
-    def db(mse):
-        return 10 * math.log10(4.0 / mse) if mse > 0 else float("inf")
 
     shapes = dict(zip(sorted({p["steps"] for p in points}), "osD^v<>", strict=False))
     for steps, marker in shapes.items():

@@ -11,6 +11,7 @@ from pathlib import Path
 from bench.stats import speed_verdict
 from export.files import write_text
 from study import plots
+from study.evaluate import mse_to_psnr
 from study.tables import markdown_table
 
 
@@ -32,10 +33,6 @@ def _ci(row, fmt=".1f") -> str:
     return f"{row['median_ms']:{fmt}} [{row['ci_low_ms']:{fmt}}, {row['ci_high_ms']:{fmt}}]"
 
 
-def _db(mse: float) -> float:
-    return 10 * math.log10(4.0 / mse) if mse > 0 else float("inf")
-
-
 def write_report(study) -> Path:
     t, out, cfg = study.tables, Path(study.out), study.cfg
     (out / "plots").mkdir(parents=True, exist_ok=True)
@@ -51,9 +48,9 @@ def write_report(study) -> Path:
     ]
     if zoo:
         md.append(
-            f"- Measured in this run: fp32 GEMM {zoo['gemm']['gflops']:.1f} GFLOP/s "
-            f"(torch matmul {zoo['gemm']['n']}^3, median of {zoo['gemm']['repeats']}), "
-            f"copy bandwidth {zoo['copy_gbps']:.1f} GB/s. Rates below are quoted against these."
+            f"- Roofline scales, measured with the zoo timings they scale: fp32 GEMM "
+            f"{zoo['gemm']['gflops']:.1f} GFLOP/s (torch matmul {zoo['gemm']['n']}^3, median "
+            f"of {zoo['gemm']['repeats']}), copy bandwidth {zoo['copy_gbps']:.1f} GB/s."
         )
     md.append(
         f"- Measurements: {len(study.cache.misses)} measured now, {len(study.cache.hits)} "
@@ -67,9 +64,10 @@ def write_report(study) -> Path:
         "that one is faster than another is made only when those intervals separate; "
         "otherwise the report says they are the same within noise."
     )
-    if cfg.notes:
-        md += ["", "The quick default leaves out (`mobileattn run --full` runs the whole sweep):"]
-        md += [f"- {n}" for n in cfg.notes]
+    left_out = cfg.left_out()
+    if left_out:
+        md += ["", "This run leaves out (`mobileattn run --full` runs the whole sweep):"]
+        md += [f"- {n}" for n in left_out]
     md.append("")
     sections = [
         ("zoo_cpu", lambda: _zoo_section(t["zoo_cpu"], out)),
@@ -91,7 +89,7 @@ def write_report(study) -> Path:
             title="Held-out clips: the truth and what each model samples from the same noise",
         )
         md += [
-            "## 10. What the numbers mean: samples",
+            "## 9. What the numbers mean: samples",
             "",
             "Four held-out clips (frame 0 is the given image; frames 1..3 are generated), the "
             "truth on top, then each teacher at 20 Euler steps, then teacher 0's chosen pair "
@@ -205,9 +203,13 @@ def _latency_section(lat) -> list[str]:
             markdown_table(["variant", "block ms [95% CI]", "vs softmax"], rows),
             "",
         ]
-    fx = lat.get("fixed")
-    if fx:
-        md += [f"Fixed per-clip part ({fx['what']}): {fx['median_ms']:.2f} ms.", ""]
+    h = lat.get("host")
+    if h:
+        md += [
+            f"Host loop around the step ({h['what']}): fixed {h['fixed_ms']:.2f} ms per clip, "
+            f"{h['per_step_ms']:.2f} ms per step (added to each step's overhead in the search).",
+            "",
+        ]
     return md
 
 
@@ -235,8 +237,9 @@ def _teachers_section(q) -> list[str]:
         "## 3. Teachers and few-step students",
         "",
         "The teachers (all softmax, `small` preset) as their sidecars record them: held-out "
-        "flow-matching loss, PSNR of frames 1.. sampled with 2, 4 and 20 Euler steps on 16 "
-        "held-out clips, and copying frame 0 for scale.",
+        "flow-matching loss, PSNR of frames 1.. sampled with 2, 4 and 20 Euler steps on "
+        f"{q['teachers'][0].get('sidecar_n_heldout', '?')} held-out clips, and copying frame 0 "
+        "for scale.",
         "",
         markdown_table(
             [
@@ -352,10 +355,10 @@ def _search_section(s, val, out) -> list[str]:
                     backend + (" (target)" if backend == s["target"] else ""),
                     _pair(r["best"]),
                     f"{r['best']['latency_ms']:.0f}",
-                    f"{_db(r['best']['quality']):.2f}",
+                    f"{mse_to_psnr(r['best']['quality']):.2f}",
                     _pair(r["recipe"]),
                     f"{r['recipe']['latency_ms']:.0f}",
-                    f"{_db(r['recipe']['quality']):.2f}",
+                    f"{mse_to_psnr(r['recipe']['quality']):.2f}",
                 ]
             )
     md += [
@@ -391,7 +394,7 @@ def _search_section(s, val, out) -> list[str]:
         [
             str(p["steps"]),
             f"{p['latency_ms']:.0f}",
-            f"{_db(p['quality']):.2f}",
+            f"{mse_to_psnr(p['quality']):.2f}",
             _pattern(p["config"]),
         ]
         for p in t0["front"]
@@ -440,7 +443,7 @@ def _validate_section(v, cfg) -> list[str]:
                 f"{100 * x['step_prediction_error']:+.1f}%",
             ]
         cells += [
-            f"{_db(r['predicted_mse']):.2f}",
+            f"{mse_to_psnr(r['predicted_mse']):.2f}",
             f"{r['psnr']:.2f}{'*' if r['quality_cached'] else ''}",
         ]
         rows.append(cells)
@@ -575,7 +578,7 @@ def _native_section() -> list[str]:
 def _export_section(e, out) -> list[str]:
     onnx = e["onnx"]
     md = [
-        "## 11. Export of the chosen pair",
+        "## 10. Export of the chosen pair",
         "",
         f"{e['preset']}, attention `{_pattern(e['attention'])}`, sampled with {e['steps']} steps.",
         "",

@@ -8,9 +8,10 @@ models and MeanFlow need forward-mode derivatives (JVP) through attention, which
 fused SDPA and our kernels do not provide. The least fragile recipe at small scale is the
 one progressive distillation and reflow rest on: regress the student onto the teacher's
 deterministic ODE map. Here, for a pool of (first frame, motion, noise) triples, the
-teacher's Euler solution with `teacher_steps` steps (20) is recorded at the student's grid
-t_i = 1 - i / K; the K-step student, initialised from the teacher, learns for each of its
-steps the teacher's secant velocity
+teacher's Euler solution with `teacher_steps` steps (20) is recorded at t = j / lcm(K, 4)
+(a grid holding the student's t_i = 1 - i / K, shared by K = 1, 2 and 4); the K-step
+student, initialised from the teacher, learns for each of its steps the teacher's secant
+velocity
 
     v*_i = (x(t_{i+1}) - x(t_i)) / (t_{i+1} - t_i)    at input x(t_i), timestep t_i,
 
@@ -39,11 +40,12 @@ from tqdm import tqdm
 
 from export.files import atomic_path, remove_stale_temps, write_json
 from hybrid_dit import HybridDiT
+from study.cache import code_version
 from study.dataset import TaskData, TaskSpec, load_task
 from study.evaluate import sample_psnr
 from study.models import fingerprint, load_model, save_model
 from study.task import VideoSpec, clip_motion, encode, make_batch, split_seeds
-from study.training import lr_at
+from study.training import TRAINING_CODE, lr_at
 
 
 @dataclass(frozen=True)
@@ -87,22 +89,8 @@ class StudentSpec:
         return dataclasses.asdict(self)
 
 
-def code_version() -> str:
-    """Hash of the code a student depends on (this module, training, evaluation, the task
-    and the model), part of every cache key here."""
-    import hybrid_dit
-    import study
-
-    h = hashlib.sha256()
-    roots = [Path(hybrid_dit.__file__).parent, Path(study.__file__).parent]
-    files = [p for r in roots for p in sorted(r.glob("*.py"))]
-    files += [Path(__file__).parents[1] / "attention_zoo" / n for n in ("_common.py",)]
-    for p in files:
-        if p.name in ("report.py", "plots.py", "driver.py", "tables.py"):
-            continue
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()[:16]
+# The code a student and its trajectory pool depend on (their cache keys hold its hash).
+STUDENT_CODE = (*TRAINING_CODE, "study/students.py")
 
 
 # -- the teacher's trajectories ---------------------------------------------------------------
@@ -155,7 +143,7 @@ def trajectory_pool(
         "teacher_steps": teacher_steps,
         "keep": keep,
         "seed": seed,
-        "code": code_version(),
+        "code": code_version(STUDENT_CODE),
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     path = None if cache_dir is None else Path(cache_dir) / f"pool-{digest}.safetensors"
@@ -252,7 +240,11 @@ def distill_student(
     student.load_state_dict(teacher.state_dict())
     opt = torch.optim.AdamW(student.parameters(), lr=spec.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(spec.seed)
-    key = {"teacher": fingerprint(teacher), "spec": spec.to_dict(), "code": code_version()}
+    key = {
+        "teacher": fingerprint(teacher),
+        "spec": spec.to_dict(),
+        "code": code_version(STUDENT_CODE),
+    }
     start, losses = 0, []
     ckpt = _checkpoint_path(out)
     if ckpt.is_file():

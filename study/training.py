@@ -8,6 +8,7 @@ frame 0 is the conditioning image, so the loss covers frames 1.. only.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -18,12 +19,23 @@ from tqdm import tqdm
 
 from export.files import atomic_path, write_json
 from hybrid_dit import PRESETS, DiTConfig, HybridDiT
+from study.cache import code_version
 from study.dataset import TaskData, TaskSpec, load_task
 from study.evaluate import copy_baseline_psnr, evaluate, fm_loss, sample_psnr
 from study.models import TEACHER_PATH, save_model
 from study.task import VideoSpec, clip_motion, encode, make_batch
 
 TEACHER_STEPS = 3000  # optimizer steps of the committed teachers
+# The code a trained model depends on (its checkpoints are keyed by its hash).
+TRAINING_CODE = (
+    "attention_zoo",
+    "kernels",
+    "hybrid_dit",
+    "study/task.py",
+    "study/dataset.py",
+    "study/training.py",
+    "study/evaluate.py",
+)
 TEACHER_EMA = 0.999
 
 
@@ -82,14 +94,18 @@ def train(
     checkpoint_every: int = 200,
     eval_every: int = 0,
     on_eval=None,
+    checkpoint_key: dict | None = None,
+    extra_state: dict | None = None,
 ) -> list[float]:
     """Trains `model` with flow matching, on fresh clips from `stream` when given, else on
     `data`'s fixed training clips; with a teacher, the target is the teacher's velocity
     instead (output distillation). AdamW, linear warm-up then cosine decay, gradients
     clipped to norm 1. ema > 0 keeps an exponential moving average of the weights and loads
     it into `model` at the end. checkpoint: a file to save state to every
-    `checkpoint_every` steps (atomically) and to resume from. on_eval(step, model, ema
-    state or None) is called every `eval_every` steps. Returns every step's loss."""
+    `checkpoint_every` steps (atomically) and to resume from, only when its
+    `checkpoint_key` (everything the run depends on) is the same; `extra_state`, a dict,
+    is saved with it and restored in place. on_eval(step, model, ema state or None) is
+    called every `eval_every` steps. Returns every step's loss."""
     if steps < 1 or batch < 1:
         raise ValueError(f"steps and batch must be >= 1, got steps={steps}, batch={batch}")
     if stream is None and data is None:
@@ -100,8 +116,12 @@ def train(
     averaged = {k: v.detach().clone() for k, v in model.state_dict().items()} if ema else None
     warmup = max(1, steps // 20)
     start, losses, elapsed = 0, [], 0.0
+    state = None
     if checkpoint is not None and Path(checkpoint).is_file():
         state = torch.load(checkpoint, weights_only=False)
+        if state.get("key") != json.loads(json.dumps(checkpoint_key, default=str)):
+            state = None  # another run's checkpoint: start afresh, it is overwritten
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         gen.set_state(state["gen"])
@@ -109,6 +129,8 @@ def train(
         elapsed = state.get("elapsed", 0.0)
         if stream is not None:
             stream.next = state["stream_next"]
+        if extra_state is not None:
+            extra_state.update(state.get("extra", {}))
     t_start = time.perf_counter() - elapsed
     model.train()
     bar = tqdm(
@@ -160,6 +182,8 @@ def train(
                 "ema": averaged,
                 "stream_next": None if stream is None else stream.next,
                 "elapsed": time.perf_counter() - t_start,  # wall time so far, resumes included
+                "key": json.loads(json.dumps(checkpoint_key, default=str)),
+                "extra": extra_state or {},
             }
             with atomic_path(checkpoint) as tmp:
                 torch.save(state, tmp)
@@ -214,24 +238,41 @@ def train_teacher(
     stream = ClipStream(spec.video, start=seed * 10**7) if fresh else None
     out = Path(out)
     ckpt = out.with_name(f".{out.stem}.checkpoint.pt")
-    curve = []  # held-out PSNR at 20 Euler steps during training (EMA weights)
-    timer = {"eval": 0.0}
+    # held-out PSNR at 20 Euler steps during training (EMA weights) and the time spent
+    # measuring it; both saved with the checkpoint, so a resumed run keeps them
+    state = {"curve": [], "eval_seconds": 0.0}
 
     def on_eval(step, live, averaged):
         t_eval = time.perf_counter()
         probe = HybridDiT(cfg).eval()
         probe.load_state_dict(averaged if averaged is not None else live.state_dict())
-        curve.append({"step": step, "psnr_20": sample_psnr(probe, data, 20)})
+        state["curve"].append({"step": step, "psnr_20": sample_psnr(probe, data, 20)})
         if progress:
-            tqdm.write(f"step {step}: held-out PSNR at 20 steps {curve[-1]['psnr_20']:.2f} dB")
-        timer["eval"] += time.perf_counter() - t_eval
+            tqdm.write(
+                f"step {step}: held-out PSNR at 20 steps {state['curve'][-1]['psnr_20']:.2f} dB"
+            )
+        state["eval_seconds"] += time.perf_counter() - t_eval
+
+    key = {
+        "cfg": cfg.to_dict(),
+        "task": spec.to_dict(),
+        "steps": steps,
+        "batch": batch,
+        "lr": lr,
+        "seed": seed,
+        "ema": ema,
+        "fresh": fresh,
+        "eval_every": eval_every,
+        "code": code_version(TRAINING_CODE),
+    }
 
     losses = train(
         model, data, steps, batch=batch, lr=lr, seed=seed, progress=progress,
         desc="train teacher", stream=stream, ema=ema, checkpoint=ckpt,
         checkpoint_every=checkpoint_every, eval_every=eval_every, on_eval=on_eval,
+        checkpoint_key=key, extra_state=state,
     )  # fmt: skip
-    train_s = train.last_elapsed - timer["eval"]  # eval time of this process excluded
+    train_s = train.last_elapsed - state["eval_seconds"]  # held-out evaluations excluded
     quality = evaluate(model, data)
     quality["psnr_at_steps"] = {
         str(k): sample_psnr(model, data, k) for k in sorted({2, 4, 20, spec.sample_steps})
@@ -252,7 +293,7 @@ def train_teacher(
         "train_seconds": train_s,
         "final_train_loss": sum(losses[-50:]) / len(losses[-50:]),
         "heldout": quality,
-        "psnr_curve": curve,
+        "psnr_curve": state["curve"],
     }
     save_model(model, out, meta)
     sidecar = {"config": model.cfg.to_dict(), **meta, "loss_curve_every_10": losses[::10]}

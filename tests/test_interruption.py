@@ -12,7 +12,7 @@ times), the date, the paths and the cache marks are masked.
 
 Latency is a timing of a shared machine, and the search's choice depends on it, so the
 uninterrupted run's fresh cache is seeded with the interrupted run's latency entries only
-(stages zoo, blocks, models, fixed): both searches see the same latencies, and
+(stages zoo, blocks, models, host): both searches see the same latencies, and
 every quality measurement (teacher, swaps, configs built for real, export) is computed anew.
 """
 
@@ -37,7 +37,7 @@ from study.task import VideoSpec
 from study.training import train_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
-LATENCY_STAGES = ("zoo", "blocks", "models", "fixed")
+LATENCY_STAGES = ("zoo", "blocks", "models", "host")
 MICRO_VIDEO = VideoSpec(frames=2, height=12, width=16, factor=4)
 # tests/test_study.py's micro configuration, as a JSON config file would hold it
 MICRO_CONFIG = {
@@ -162,7 +162,7 @@ def normalise(report: str, *outs: Path) -> str:
         report = report.replace(str(out), "<out>")
     report = re.sub(r"^Generated .*$", "Generated <date>", report, flags=re.M)
     report = re.sub(r"load average at the start: [0-9.]+", "load average <live>", report)
-    report = re.sub(r"^- Measured in this run: .*$", "- Measured <live>", report, flags=re.M)
+    report = re.sub(r"^- Roofline scales, .*$", "- Roofline scales <cached>", report, flags=re.M)
     report = re.sub(r"^- Measurements: .*$", "- Measurements <counts>", report, flags=re.M)
     report = re.sub(r"onnxruntime [0-9.]+ ms", "onnxruntime <ms> ms", report)
     report = re.sub(r"load average at the start: [0-9.?]+", "load average <live>", report)

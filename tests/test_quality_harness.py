@@ -58,14 +58,23 @@ def test_swaps_are_measured_on_heldout_clips_only(setup):
     assert not any(torch.equal(data.test_x[0], x) for x in data.train_x)
 
 
-def test_the_fresh_training_stream_never_renders_a_heldout_clip():
-    from study.training import ClipStream
+def test_the_fresh_training_stream_never_renders_a_heldout_clip(monkeypatch):
+    import study.training as training
 
-    stream = ClipStream(VIDEO, start=3)
-    stream.batch(5)
-    assert stream.next == 8
-    seeds = [2 * i for i in range(3, 8)]
-    assert not any(is_heldout(s) for s in seeds)
+    rendered = []
+    real = training.make_batch
+
+    def spy(seeds, *args, **kwargs):
+        rendered.extend(seeds)
+        return real(seeds, *args, **kwargs)
+
+    monkeypatch.setattr(training, "make_batch", spy)
+    stream = training.ClipStream(VIDEO, start=3)
+    for _ in range(3):
+        x0, motion = stream.batch(5)
+        assert x0.shape[0] == motion.shape[0] == 5
+    assert len(rendered) == len(set(rendered)) == 15  # a fresh clip every time
+    assert not any(is_heldout(s) for s in rendered)
 
 
 def test_cache_keys_hold_every_hyperparameter(setup, tmp_path):
@@ -109,6 +118,10 @@ def test_a_cache_entry_of_other_code_is_never_reused(tmp_path, monkeypatch):
     assert study.measure("quality-swap", key, fn) == ({"value": 1}, True)
     monkeypatch.setattr(driver, "code_version", lambda paths: "edited-code")
     assert study.measure("quality-swap", key, fn) == ({"value": 2}, False)
+    monkeypatch.setattr(driver, "code_version", lambda paths: "code-a")
+    assert study.measure("blocks", key, fn)[1] is False
+    assert study.measure("blocks", key, fn)[1] is True
+    monkeypatch.setattr(driver, "code_version", lambda paths: "code-b")
     assert study.measure("blocks", key, fn)[1] is False  # latency stages are keyed too
 
 

@@ -71,5 +71,6 @@ def test_interleaved_timing_runs_candidates_in_rounds():
     res = time_interleaved(
         {"a": lambda: order.append("a"), "b": lambda: order.append("b")}, warmup=1, repeats=3
     )
-    assert order == ["a", "b"] * 4  # warm-up round, then three timed rounds A B A B A B
+    # a warm-up round, then three timed rounds whose order rotates: A B, B A, A B
+    assert order == ["a", "b", "a", "b", "b", "a", "a", "b"]
     assert res["a"]["repeats"] == res["b"]["repeats"] == 3

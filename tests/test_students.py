@@ -131,3 +131,43 @@ def test_bad_input_gets_a_clear_error(teacher, tmp_path, capsys):
     save_model(other, odd, meta)
     with pytest.raises(ValueError, match="has 12 input channels but its task's latents have 48"):
         distill_student(odd, tmp_path / "y.safetensors", StudentSpec(steps=1, **SPEC))
+
+
+def test_students_of_one_two_and_four_steps_share_one_trajectory_pool(teacher, tmp_path):
+    cache = tmp_path / "pool"
+    for k in (1, 2, 4):
+        spec = StudentSpec(steps=k, **{**SPEC, "train_steps": 1})
+        distill_student(
+            teacher, tmp_path / f"s{k}.safetensors", spec, cache, progress=False, n_heldout=2
+        )
+    assert len(list(cache.glob("pool-*.safetensors"))) == 1
+
+
+def test_the_study_refuses_a_student_of_another_shape(teacher, tmp_path):
+    import shutil
+
+    from hybrid_dit import HybridDiT
+    from study.cache import Cache
+    from study.driver import Study, StudyConfig
+    from study.models import save_model, student_path
+
+    t = tmp_path / "t.safetensors"
+    shutil.copy(teacher, t)
+    model, meta = load_model(t)
+    odd = HybridDiT(model.cfg.replace(hidden=64, head_dim=32, sample_steps=2))
+    save_model(odd, student_path(t, 2), meta)
+    cfg = StudyConfig(latency_preset="tiny", latency_grid=(2, 3, 4), teacher=str(t), n_heldout=2)
+    study = Study(cfg, tmp_path / "run", Cache(tmp_path / "c"), progress=False, log=lambda *a: None)
+    with pytest.raises(ValueError, match="is not a 2-step student of"):
+        study.teachers()
+    # and a student given as the teacher
+    with pytest.raises(ValueError, match="is a 2-step student, not a teacher"):
+        Study(
+            StudyConfig(
+                latency_preset="tiny", latency_grid=(2, 3, 4), teacher=str(student_path(t, 2))
+            ),
+            tmp_path / "run2",
+            Cache(tmp_path / "c"),
+            progress=False,
+            log=lambda *a: None,
+        ).teachers()

@@ -98,16 +98,26 @@ def run(args) -> int:
         f"{title} at grid {args.grid} (N={blocks['N']}) on {args.backend}; "
         f"fp32 GEMM {result['gemm_gflops']:.1f} GFLOP/s measured in this run"
     )
-    soft = next((r["median_ms"] for r in blocks["variants"] if r["variant"] == "softmax"), None)
+    from bench.stats import ms_separated as separated
+
+    soft = next((r for r in blocks["variants"] if r["variant"] == "softmax"), None)
+
+    def vs_softmax(r):  # a ratio only where the intervals separate
+        if soft is None or r is soft:
+            return "-"
+        if not separated(r, soft):
+            return "same within noise"
+        return f"{soft['median_ms'] / r['median_ms']:.2f}x"
+
     print(
         text_table(
-            ["variant", "block ms", "95% CI ms", "vs softmax"],
+            ["variant", "block ms", "95% CI ms", "speed vs softmax"],
             [
                 [
                     r["variant"],
                     f"{r['median_ms']:.2f}",
                     f"{r['ci_low_ms']:.2f}-{r['ci_high_ms']:.2f}",
-                    f"{soft / r['median_ms']:.2f}x" if soft else "-",
+                    vs_softmax(r),
                 ]
                 for r in blocks["variants"]
             ],

@@ -58,7 +58,9 @@ def run(args) -> int:
     try:
         spec = StudentSpec(**fields)
     except ValueError as e:
-        raise ValueError(str(e).replace("StudentSpec.steps", "--steps")) from None
+        msg = str(e).replace("StudentSpec.steps", "--steps")
+        msg = msg.replace("StudentSpec.pool_grid: lcm(steps, pool_grid)", "--steps: lcm(steps, 4)")
+        raise ValueError(msg) from None
     out = args.out or student_path(args.teacher, args.steps)
     if out.suffix != ".safetensors":
         raise ValueError(f"--out must end in .safetensors, got {out}")

@@ -32,7 +32,9 @@ def add_parser(sub) -> None:
     p.add_argument("--weights", type=Path, default=None, help=".safetensors state dict")
     p.add_argument("--seed", type=int, default=0, help="seed of the random init and inputs")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: exporter's)")
-    p.add_argument("--repeats", type=int, default=3, help="timed onnxruntime runs")
+    p.add_argument(
+        "--repeats", type=int, default=5, help="interleaved rounds timing onnxruntime and torch"
+    )
     p.add_argument(
         "--precision", choices=("fp16", "fp32"), default="fp16", help="Core ML precision"
     )
@@ -115,9 +117,11 @@ def _print_coreml(res: dict, precision: str) -> bool:
 
 
 def run(args) -> int:
-    from bench.machine import time_fn
+    from bench.machine import time_interleaved
+    from bench.stats import speed_verdict
     from export.bundle import ONNX_TOLERANCE, write_bundle
     from export.files import write_json
+    from export.onnx import session
 
     cfg = build_config(args.preset, args.attention)
     grid = parse_grid(args.grid, "--grid")
@@ -136,9 +140,6 @@ def run(args) -> int:
     pattern = format_pattern(cfg.attention)
     print(f"model: {args.preset}, attention {pattern}, token grid {'x'.join(map(str, grid))}")
 
-    def timer(fn):
-        return time_fn(fn, warmup=1, repeats=args.repeats)
-
     def torch_step():
         with torch.inference_mode():
             return model(*inputs)
@@ -153,17 +154,26 @@ def run(args) -> int:
         opset=args.opset,
         precision=args.precision,
         coreml=not args.no_coreml,
-        timer=timer,
     )
-    torch_s = timer(torch_step)["median"]
     onnx_res = bundle["onnx"]
     verdict = "ok" if onnx_res["ok"] else f"FAILED (bound {ONNX_TOLERANCE:g})"
     print(f"ONNX: {onnx_res['path']}")
     print(f"  onnxruntime vs torch (fp32): {_fmt_err(onnx_res)}: {verdict}")
-    print(
-        f"  latency, median of {args.repeats} with {torch.get_num_threads()} threads each: "
-        f"onnxruntime {onnx_res['ort_median_s']:.4g} s, torch {torch_s:.4g} s"
+    # both runtimes as the study times them: configured alike, interleaved rounds
+    sess = session(onnx_res["path"])
+    feeds = {i.name: a.numpy() for i, a in zip(sess.get_inputs(), inputs, strict=True)}
+    times = time_interleaved(
+        {"onnxruntime": lambda: sess.run(None, feeds), "torch": torch_step},
+        warmup=1,
+        repeats=args.repeats,
     )
+    ort_s, torch_s = times["onnxruntime"]["median"], times["torch"]["median"]
+    print(
+        f"  latency, {args.repeats} interleaved rounds, {torch.get_num_threads()} threads each: "
+        + speed_verdict(times["onnxruntime"], times["torch"], "onnxruntime", "torch")
+    )
+    if args.no_coreml:
+        bundle["coreml"]["reason"] = "--no-coreml"
     coreml_ok = _print_coreml(bundle["coreml"], args.precision)
     print(f"bundle: {args.out / bundle['files']['json']}")
 
@@ -174,7 +184,12 @@ def run(args) -> int:
             "attention": pattern,
             "seed": args.seed,
             "weights": None if args.weights is None else str(args.weights),
-            "torch_median_s": torch_s,
+            "latency": {
+                "threads": torch.get_num_threads(),
+                "onnxruntime_median_s": ort_s,
+                "torch_median_s": torch_s,
+                "rounds": times,
+            },
             **bundle,
         },
     )

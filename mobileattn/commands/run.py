@@ -8,7 +8,7 @@ import json
 import time
 from pathlib import Path
 
-STAGES = ("zoo", "latency", "quality", "search", "validate", "export")
+# bench.latency.BACKENDS (not imported here: --help stays fast and torch-free)
 TARGETS = ("torch-cpu", "onnxruntime-cpu", "cuda")
 
 

@@ -110,8 +110,7 @@ def run(args) -> int:
         blocks = block_table_of(lat_json, args.backend)
         entry = quality_entry(q_json, args.teacher_index)
         steps = sorted(int(k) for k in entry["tables"])
-        fixed = lat_json.get("fixed", {}).get("median_ms", 0.0)
-        options = step_options(blocks, entry, steps, fixed)
+        options = step_options(blocks, entry, steps, lat_json.get("host"))
     except (KeyError, TypeError) as e:
         raise ValueError(
             "--latency (from `mobileattn bench` or a run's latency.json) and --quality (from "
@@ -119,10 +118,19 @@ def run(args) -> int:
             f"field is missing or malformed ({e!r})"
         ) from None
     budget = args.budget or "mobilei2v"
+    if budget != "mobilei2v":
+        from study.search import Budget
+
+        try:
+            Budget.parse(budget)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"--budget: {e}") from None
     try:
         res = search_pairs(options, budget)
     except ValueError as e:
-        raise ValueError(f"--budget: {e}") from None
+        if "infeasible" in str(e):
+            raise ValueError(f"--budget: {e}") from None
+        raise
     print(
         f"Joint Pareto front over steps {steps} ({len(res['front'])} pairs; clip latency ms on "
         f"{blocks['backend']}, predicted pixel MSE):"

@@ -10,11 +10,15 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    from study.models import TEACHER_PATH
     from study.training import TEACHER_EMA, TEACHER_STEPS
 
     p = sub.add_parser("train-teacher", help="train the quality study's all-softmax teacher")
-    p.add_argument("--out", type=Path, default=TEACHER_PATH, help=f"(default: {TEACHER_PATH})")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="teacher .safetensors (default: study/assets/teacher_s<seed>.safetensors)",
+    )
     p.add_argument(
         "--steps",
         type=int,
@@ -53,6 +57,12 @@ def run(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    if args.out is None:
+        from study.models import teacher_path
+
+        args.out = teacher_path(args.seed)
     if args.out.suffix != ".safetensors":
         raise ValueError(f"--out must end in .safetensors, got {args.out}")
     command = "mobileattn " + " ".join(shlex.quote(a) for a in sys.argv[1:])
