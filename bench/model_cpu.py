@@ -27,10 +27,14 @@ from pathlib import Path
 
 from bench.latency import block_table, model_table
 from bench.machine import gemm_rate, machine_info
+from bench.stats import spearman
 from hybrid_dit import PRESETS, format_pattern, model_flops, parse_grid, reference_patterns
 
 RESULTS = Path(__file__).resolve().parent / "results" / "model-cpu.json"
 BACKENDS = ("torch-cpu", "onnxruntime-cpu")
+# Beside all softmax, MobileI2V's 7:1 and all relu_linear, three more mixes, so that the
+# block-table predictor is checked on six whole models of different softmax shares.
+MORE_PATTERNS = ("L*3,S,L*3,S,L*3,S,L*3,S", "S*8,L*8", "L*15,S")
 
 
 def bench_patterns(
@@ -46,7 +50,9 @@ def bench_patterns(
     """Times one step per pattern and backend (interleaved per backend), with the block
     table of each backend for the prediction. Returns a JSON-able dict."""
     cfg = PRESETS[preset]
-    patterns = list(reference_patterns(cfg.depth)) if patterns is None else list(patterns)
+    if patterns is None:
+        patterns = [*reference_patterns(cfg.depth), *(p for p in MORE_PATTERNS if cfg.depth == 16)]
+    patterns = list(patterns)
     variants = sorted({v for p in patterns for v in cfg.with_attention(p).attention})
     load_before = os.getloadavg()
     gemm_before = gemm_rate()
@@ -80,6 +86,20 @@ def bench_patterns(
             )
     gemm_after = gemm_rate()
     log(f"fp32 GEMM rate after: {gemm_after:.1f} GFLOP/s")
+    predictor = {}
+    for backend in backends:
+        mine = [r for r in rows if r["backend"] == backend]
+        pred, meas = [r["predicted_ms"] for r in mine], [r["median_ms"] for r in mine]
+        predictor[backend] = {
+            "configs": len(mine),
+            "worst_error": max(abs(r["prediction_error"]) for r in mine),
+            "spearman": spearman(pred, meas) if len(set(pred)) > 1 and len(set(meas)) > 1 else None,
+        }
+        log(
+            f"{backend}: block-table predictor worst error "
+            f"{100 * predictor[backend]['worst_error']:.1f}%, Spearman "
+            f"{predictor[backend]['spearman']}"
+        )
     return {
         "benchmark": "bench.model_cpu",
         "preset": preset,
@@ -93,6 +113,7 @@ def bench_patterns(
         "load_average_before": list(load_before),
         "load_average_after": list(os.getloadavg()),
         "rows": rows,
+        "predictor": predictor,
         "tables": tables,
     }
 
@@ -127,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "--patterns",
         default=None,
         help="attention patterns separated by ';' (default: all softmax, MobileI2V's 7:1, "
-        "all relu_linear)",
+        "all relu_linear and three more mixes)",
     )
     p.add_argument("--repeats", type=int, default=5, help="interleaved rounds of whole models")
     p.add_argument("--block-repeats", type=int, default=7, help="rounds of the block tables")

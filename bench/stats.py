@@ -8,6 +8,7 @@ when their median intervals do not overlap; otherwise they are "the same within 
 from __future__ import annotations
 
 import math
+import numbers
 import statistics
 from collections.abc import Sequence
 
@@ -130,3 +131,42 @@ def ms_row(t: dict) -> dict:
 
 def relative_error(predicted: float, measured: float) -> float:
     return predicted / measured - 1 if measured else math.inf
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation of two equally long sequences (ties get average ranks);
+    the Pearson correlation of the ranks. Raises ValueError for fewer than 2 pairs,
+    non-finite values or a constant sequence (correlation undefined)."""
+    if len(x) != len(y):
+        raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
+    if len(x) < 2:
+        raise ValueError(f"spearman needs at least 2 pairs, got {len(x)}")
+    for name, s in (("x", x), ("y", y)):
+        for i, val in enumerate(s):
+            if isinstance(val, bool) or not isinstance(val, numbers.Real) or not math.isfinite(val):
+                raise ValueError(f"{name}[{i}] must be a finite real number, got {val!r}")
+    rx, ry = _ranks(x), _ranks(y)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    sxx = sum((a - mx) ** 2 for a in rx)
+    syy = sum((b - my) ** 2 for b in ry)
+    for name, s in (("x", sxx), ("y", syy)):
+        if s == 0:
+            raise ValueError(f"{name} is constant: its rank correlation is undefined")
+    return sxy / math.sqrt(sxx * syy)
+
+
+def _ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks; tied values share the average of their ranks."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        avg = (i + j) / 2 + 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = avg
+        i = j + 1
+    return ranks

@@ -40,8 +40,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m study.native_check", description=__doc__.split("\n")[0]
     )
+    p.add_argument("--run", type=Path, help="a `mobileattn run` folder (its search.json)")
     p.add_argument(
-        "--run", type=Path, required=True, help="a `mobileattn run` folder (its search.json)"
+        "--prepare",
+        action="store_true",
+        help="only train MobileI2V's pattern natively (it needs no run) and stop",
     )
     p.add_argument("--teacher", type=Path, default=teacher_path(0))
     p.add_argument("--work", type=Path, default=Path("results") / "native-check")
@@ -49,25 +52,28 @@ def main(argv=None) -> int:
     p.add_argument("--distill-steps", type=int, default=100)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
-    search = json.loads((args.run / "search.json").read_text())["teachers"][0]
+    if args.run is None and not args.prepare:
+        p.error("--run is required (or --prepare)")
     teacher, meta = load_model(args.teacher)
     depth = teacher.cfg.depth
-    chosen = tuple(search["best"]["config"])
-    patterns = {"MobileI2V's pattern": mobilei2v_pattern(depth), "chosen": chosen}
+    patterns = {"MobileI2V's pattern": mobilei2v_pattern(depth)}
+    if not args.prepare:
+        search = json.loads((args.run / "search.json").read_text())["teachers"][0]
+        patterns["chosen"] = tuple(search["best"]["config"])
     task = meta["task"]
     spec = TaskSpec.from_dict({**task, "n_heldout": args.heldout})
     data = load_task(spec)
     acts = record_activations(teacher, data)
     rows = []
     for label, pattern in patterns.items():
-        # named by everything the native model depends on: a rerun reuses a finished one
-        # only for the same pattern, teacher recipe and code
+        # named by the pattern, the teacher and its recipe: a rerun reuses a finished native
+        # model only for the same three (the training code's version is recorded in the
+        # results, not in the name, so an unrelated edit does not cost an hour of training)
         recipe = {
             "pattern": list(pattern),
             "teacher": fingerprint(teacher),
             "task": task,
             **{k: meta.get(k) for k in ("steps", "batch", "lr", "seed", "ema")},
-            "code": code_version(TRAINING_CODE),
         }
         digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
         out = args.work / f"native-{digest}.safetensors"
@@ -78,7 +84,10 @@ def main(argv=None) -> int:
                 cfg=teacher.cfg.with_attention(pattern), ema=meta.get("ema", 0.0),
                 command=f"python -m study.native_check (native {format_pattern(pattern)})",
             )  # fmt: skip
-        native, _ = load_model(out)
+        if args.prepare:
+            print(f"native {format_pattern(pattern)}: {out}")
+            return 0
+        native, native_meta = load_model(out)
         if native.cfg.attention != tuple(pattern):
             raise ValueError(f"{out} holds {native.cfg.attention}, not {pattern}")
         distilled, _ = build_config(
@@ -94,6 +103,7 @@ def main(argv=None) -> int:
                 "native_clip_mse": qn["clip_mse"],
                 "distilled_clip_mse": qd["clip_mse"],
                 "native_file": str(out),
+                "native_trained_by": native_meta.get("command"),
             }
         )
     a, b = rows
@@ -122,6 +132,7 @@ def main(argv=None) -> int:
         "rows": rows,
         "verdict": verdict,
         "torch_threads": torch.get_num_threads(),
+        "code": code_version(TRAINING_CODE),
     }
     write_json(args.out, res)
     print(verdict)

@@ -59,8 +59,9 @@ def write_report(study) -> Path:
         "`mobileattn run --fresh` measures everything)."
     )
     md.append(
-        "- Latencies: medians of interleaved rounds (candidates timed A B C A B C ... so "
-        "drift hits all alike), `[a, b]` the 95% bootstrap interval of the median. A claim "
+        "- Latencies: medians of interleaved rounds (every candidate once per round, the "
+        "order rotating, so drift hits all alike), `[a, b]` the 95% bootstrap interval of "
+        "the median. A claim "
         "that one is faster than another is made only when those intervals separate; "
         "otherwise the report says they are the same within noise."
     )
