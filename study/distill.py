@@ -26,6 +26,9 @@ from study.models import fingerprint
 from study.training import draw_t, lr_at, train
 
 DISTILL_LR = 1e-3  # peak learning rate of block distillation
+# Steps of block distillation: where the held-out block error plateaus (120-200 steps in
+# bench/results/distill-curve.json, `make distill-curve`).
+DISTILL_STEPS = 200
 
 
 @dataclass
@@ -149,7 +152,7 @@ def distill_block(
     model: HybridDiT,
     index: int,
     acts: BlockActivations,
-    steps: int = 60,
+    steps: int = DISTILL_STEPS,
     lr: float = DISTILL_LR,
     seed: int = 0,
     check: BlockActivations | None = None,
@@ -195,7 +198,7 @@ def swap_table(
     acts: BlockActivations,
     steps: int,
     blocks=None,
-    distill_steps: int = 60,
+    distill_steps: int = DISTILL_STEPS,
     distill_lr: float = DISTILL_LR,
     measure=None,
     progress: bool = True,
@@ -296,7 +299,7 @@ def build_config(
     pattern,
     acts: BlockActivations,
     steps: int,
-    distill_steps: int = 60,
+    distill_steps: int = DISTILL_STEPS,
     distill_lr: float = DISTILL_LR,
     joint_steps: int = 0,
     progress: bool = False,

@@ -56,7 +56,8 @@ class StudyConfig:
     teachers: int = 1  # committed teachers used: seeds 0 .. teachers - 1
     teacher: str | None = None  # one teacher .safetensors instead (its students beside it)
     act_batches: int = 8  # activation batches recorded for block distillation
-    distill_steps: int = 100  # block distillation steps per swap (where its error plateaus)
+    distill_steps: int = 200  # block distillation steps per swap: where its held-out error
+    # plateaus (make distill-curve: 120-200 steps, bench/results/distill-curve.json)
     joint_steps: int = 0  # whole-model distillation steps for configs built for real
     budget: str = "mobilei2v"  # "mobilei2v" (its recipe's clip latency), "40ms" or "0.5x"
     top_k: int = 1  # front points around the chosen one built for real

@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     p.add_argument("--teacher", type=Path, default=teacher_path(0))
     p.add_argument("--work", type=Path, default=Path("results") / "native-check")
     p.add_argument("--heldout", type=int, default=16)
-    p.add_argument("--distill-steps", type=int, default=100)
+    p.add_argument("--distill-steps", type=int, default=200)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     if args.run is None and not args.prepare:

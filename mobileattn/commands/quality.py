@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--blocks", default=None, help="comma-separated block indices (default: all)")
     p.add_argument(
-        "--distill-steps", type=int, default=100, help="block distillation steps (default: 100)"
+        "--distill-steps", type=int, default=200, help="block distillation steps (default: 200)"
     )
     p.add_argument(
         "--steps",
