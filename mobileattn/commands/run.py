@@ -25,13 +25,14 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--full",
         action="store_true",
-        help="the whole sweep (every variant, more grids and clips; much longer)",
+        help="the whole sweep (every variant, three teachers, steps 1, 2, 4 and 20, more "
+        "grids and clips; hours on 2 cores)",
     )
     p.add_argument(
         "--budget",
         default=None,
-        help='latency budget: "mobilei2v" (its pattern\'s latency, default), '
-        '"40ms" or "0.5x" (of all softmax)',
+        help='clip latency budget: "mobilei2v" (MobileI2V\'s recipe, its 7:1 pattern at 2 '
+        'steps, default), "40ms" or "0.5x" (of all softmax at 2 steps)',
     )
     p.add_argument(
         "--cache",
