@@ -60,8 +60,10 @@ def parse_pattern(
             raise ValueError(f"{name}: {e.args[0]}") from None
         out.append(entry)
     if depth is not None and len(out) != depth:
+        # A model's own blocks are counted by its config's `depth`; anything else by blocks.
+        count = f"depth={depth}" if unit == "block" else f"{depth} blocks"
         raise ValueError(
-            f"{name} must name one variant per {unit} (depth={depth}), got {len(out)}: {pattern!r}"
+            f"{name} must name one variant per {unit} ({count}), got {len(out)}: {pattern!r}"
         )
     return tuple(out)
 
