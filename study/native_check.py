@@ -50,11 +50,21 @@ def main(argv=None) -> int:
     p.add_argument("--work", type=Path, default=Path("results") / "native-check")
     p.add_argument("--heldout", type=int, default=16)
     p.add_argument("--distill-steps", type=int, default=200)
+    p.add_argument(
+        "--train-steps",
+        type=int,
+        default=None,
+        help="optimizer steps of each native model (default: the teacher's own; fewer, with "
+        "the same schedule shape, when time is short: both natives get the same)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     if args.run is None and not args.prepare:
         p.error("--run is required (or --prepare)")
+    if args.train_steps is not None and args.train_steps < 1:
+        p.error(f"--train-steps must be >= 1, got {args.train_steps}")
     teacher, meta = load_model(args.teacher)
+    train_steps = args.train_steps or meta["steps"]
     depth = teacher.cfg.depth
     patterns = {"MobileI2V's pattern": mobilei2v_pattern(depth)}
     if not args.prepare:
@@ -74,12 +84,13 @@ def main(argv=None) -> int:
             "teacher": fingerprint(teacher),
             "task": task,
             **{k: meta.get(k) for k in ("steps", "batch", "lr", "seed", "ema")},
+            "steps": train_steps,
         }
         digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
         out = args.work / f"native-{digest}.safetensors"
         if not out.is_file():
             train_teacher(
-                out, steps=meta["steps"], batch=meta["batch"], lr=meta["lr"], seed=meta["seed"],
+                out, steps=train_steps, batch=meta["batch"], lr=meta["lr"], seed=meta["seed"],
                 spec=TaskSpec.from_dict(task),
                 cfg=teacher.cfg.with_attention(pattern), ema=meta.get("ema", 0.0),
                 command=f"python -m study.native_check (native {format_pattern(pattern)})",
@@ -128,6 +139,8 @@ def main(argv=None) -> int:
         "command": "python -m study.native_check " + " ".join(argv or sys.argv[1:]),
         "teacher": str(args.teacher),
         "steps": STEPS,
+        "native_train_steps": train_steps,
+        "teacher_train_steps": meta["steps"],
         "n_heldout": args.heldout,
         "rows": rows,
         "verdict": verdict,

@@ -545,6 +545,14 @@ def _better(lo, hi) -> str:
     return "same within noise"
 
 
+def _native_length(res: dict) -> str:
+    """Says so when the natives trained for fewer steps than the teacher."""
+    n, t = res.get("native_train_steps"), res.get("teacher_train_steps")
+    if n is None or t is None or n == t:
+        return ""
+    return f" but {n} optimizer steps instead of its {t} (both natives alike)"
+
+
 def _native_section() -> list[str]:
     path = Path(__file__).resolve().parents[1] / "bench" / "results" / "native-check.json"
     if not path.is_file():
@@ -564,7 +572,9 @@ def _native_section() -> list[str]:
         "## 8. Check of the method: native vs block-wise distilled",
         "",
         f"From `bench/results/native-check.json` ({res.get('command')}): the same patterns "
-        "trained from scratch with the teacher's recipe vs built by block-wise distillation "
+        "trained from scratch with the teacher's recipe"
+        + _native_length(res)
+        + " vs built by block-wise distillation "
         f"from the teacher, PSNR at {res.get('steps')} steps on {res.get('n_heldout')} "
         f"held-out clips. {res.get('verdict', '')}",
         "",

@@ -159,3 +159,21 @@ def test_load_model_errors(tmp_path):
     bad.write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="is not a mobileattn model file"):
         load_model(bad)
+
+
+def test_native_check_states_a_shortened_recipe():
+    from study.report import _native_length
+
+    assert _native_length({"native_train_steps": 3000, "teacher_train_steps": 3000}) == ""
+    assert _native_length({}) == ""
+    said = _native_length({"native_train_steps": 1500, "teacher_train_steps": 3000})
+    assert "1500" in said and "3000" in said
+
+
+def test_native_check_refuses_nonpositive_train_steps(capsys):
+    from study.native_check import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--prepare", "--train-steps", "0"])
+    assert e.value.code == 2
+    assert "--train-steps must be >= 1, got 0" in capsys.readouterr().err
