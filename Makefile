@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 
-.PHONY: run test lint format bench bench-full bench-gpu distill-curve native-check clean
+.PHONY: run test lint format bench bench-full bench-gpu distill-curve native-check study-cpu clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ distill-curve: $(STAMP_RUN)
 # Native vs block-wise distilled hybrids (bench/results/native-check.json); RUN=a run folder.
 native-check: $(STAMP_RUN)
 	$(BIN)/python -m study.native_check --run $(RUN)
+
+# The committed three-teacher report (bench/results/study-cpu/; the config file sets
+# top_k 0: every teacher's chosen pair and MobileI2V's recipe, no front neighbours).
+study-cpu: $(STAMP_RUN)
+	$(BIN)/mobileattn run --teachers 3 --config bench/results/study-cpu-config.json --out bench/results/study-cpu
 
 bench-gpu: $(STAMP_RUN)
 	$(BIN)/python -m bench.gpu

@@ -60,7 +60,7 @@ class StudyConfig:
     # plateaus (make distill-curve: 120-200 steps, bench/results/distill-curve.json)
     joint_steps: int = 0  # whole-model distillation steps for configs built for real
     budget: str = "mobilei2v"  # "mobilei2v" (its recipe's clip latency), "40ms" or "0.5x"
-    top_k: int = 1  # front points around the chosen one built for real
+    top_k: int = 1  # front points around the chosen one built for real (0: none)
     validate_references: bool = False  # also build all softmax / all relu_linear at its steps
     export: bool = True
     notes: tuple[str, ...] = field(default=())
@@ -251,10 +251,10 @@ def _validate(c: StudyConfig) -> None:
         "act_batches",
         "distill_steps",
         "teachers",
-        "top_k",
     ):
         pos_int(name, getattr(c, name))
     pos_int("joint_steps", c.joint_steps, minimum=0)
+    pos_int("top_k", c.top_k, minimum=0)  # 0: the chosen pair and the recipe only
     if not isinstance(c.steps, (tuple, list)) or not c.steps:
         raise ValueError(f"study config: steps must be a non-empty list, got {c.steps!r}")
     for k in c.steps:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results" / "native-check.json"
 STEPS = 20
+ONLY = {"mobilei2v": "MobileI2V's pattern", "chosen": "chosen"}  # --only's names, labels
 
 
 def main(argv=None) -> int:
@@ -44,7 +45,13 @@ def main(argv=None) -> int:
     p.add_argument(
         "--prepare",
         action="store_true",
-        help="only train MobileI2V's pattern natively (it needs no run) and stop",
+        help="only train the natives and stop: MobileI2V's pattern (it needs no run), and "
+        "the chosen config too when --run is given",
+    )
+    p.add_argument(
+        "--only",
+        choices=tuple(ONLY),
+        help="with --prepare: train only this native (two can then train side by side)",
     )
     p.add_argument("--teacher", type=Path, default=teacher_path(0))
     p.add_argument("--work", type=Path, default=Path("results") / "native-check")
@@ -59,23 +66,29 @@ def main(argv=None) -> int:
     )
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
+    if args.only is not None and not args.prepare:
+        p.error("--only goes with --prepare")
     if args.run is None and not args.prepare:
         p.error("--run is required (or --prepare)")
+    if args.only == "chosen" and args.run is None:
+        p.error("--only chosen needs --run (the chosen config comes from its search.json)")
     if args.train_steps is not None and args.train_steps < 1:
         p.error(f"--train-steps must be >= 1, got {args.train_steps}")
     teacher, meta = load_model(args.teacher)
     train_steps = args.train_steps or meta["steps"]
     depth = teacher.cfg.depth
-    patterns = {"MobileI2V's pattern": mobilei2v_pattern(depth)}
-    if not args.prepare:
+    patterns = {ONLY["mobilei2v"]: mobilei2v_pattern(depth)}
+    if args.run is not None:
         search = json.loads((args.run / "search.json").read_text())["teachers"][0]
         patterns["chosen"] = tuple(search["best"]["config"])
     task = meta["task"]
     spec = TaskSpec.from_dict({**task, "n_heldout": args.heldout})
     data = load_task(spec)
-    acts = record_activations(teacher, data)
+    acts = None if args.prepare else record_activations(teacher, data)  # prepare: training only
     rows = []
     for label, pattern in patterns.items():
+        if args.only is not None and label != ONLY[args.only]:
+            continue
         # named by the pattern, the teacher and its recipe: a rerun reuses a finished native
         # model only for the same three (the training code's version is recorded in the
         # results, not in the name, so an unrelated edit does not cost an hour of training)
@@ -97,7 +110,7 @@ def main(argv=None) -> int:
             )  # fmt: skip
         if args.prepare:
             print(f"native {format_pattern(pattern)}: {out}")
-            return 0
+            continue
         native, native_meta = load_model(out)
         if native.cfg.attention != tuple(pattern):
             raise ValueError(f"{out} holds {native.cfg.attention}, not {pattern}")
@@ -117,6 +130,8 @@ def main(argv=None) -> int:
                 "native_trained_by": native_meta.get("command"),
             }
         )
+    if args.prepare:
+        return 0
     a, b = rows
     dn = [y - x for x, y in zip(a["native_clip_mse"], b["native_clip_mse"], strict=True)]
     dd = [y - x for x, y in zip(a["distilled_clip_mse"], b["distilled_clip_mse"], strict=True)]

@@ -177,3 +177,19 @@ def test_native_check_refuses_nonpositive_train_steps(capsys):
         main(["--prepare", "--train-steps", "0"])
     assert e.value.code == 2
     assert "--train-steps must be >= 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--only", "chosen"], "--only goes with --prepare"),
+        (["--prepare", "--only", "chosen"], "--only chosen needs --run"),
+    ],
+)
+def test_native_check_only_needs_prepare_and_a_run(capsys, argv, message):
+    from study.native_check import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
