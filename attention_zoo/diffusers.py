@@ -481,7 +481,11 @@ def set_attention(
     """
     blocks = self_attention_blocks(model)
     names = parse_pattern(
-        pattern, len(blocks), name="pattern", unit="transformer block with self-attention"
+        pattern,
+        len(blocks),
+        name="pattern",
+        unit="transformer block with self-attention",
+        expected=f"{len(blocks)} blocks",
     )
     opts = _check_opts(opts)
     if grid is not None:

@@ -11,7 +11,11 @@ ALIASES = {"L": "relu_linear", "S": "softmax"}
 
 
 def parse_pattern(
-    pattern, depth: int | None = None, name: str = "attention", unit: str = "block"
+    pattern,
+    depth: int | None = None,
+    name: str = "attention",
+    unit: str = "block",
+    expected: str | None = None,
 ) -> tuple[str, ...]:
     """Parses an attention pattern into one zoo variant name per block.
 
@@ -20,7 +24,8 @@ def parse_pattern(
         aliases of relu_linear and softmax.
     depth: when given, the result must have `depth` entries; a single entry without a count
         ("softmax") fills every block.
-    name, unit: how errors call the pattern and what it has one entry per.
+    name, unit, expected: how errors call the pattern, what it has one entry per, and how
+        they state the expected length (default "depth=N", a model config's own field).
     """
     if isinstance(pattern, str):
         entries = [e.strip() for e in pattern.split(",")]
@@ -60,10 +65,9 @@ def parse_pattern(
             raise ValueError(f"{name}: {e.args[0]}") from None
         out.append(entry)
     if depth is not None and len(out) != depth:
-        # A model's own blocks are counted by its config's `depth`; anything else by blocks.
-        count = f"depth={depth}" if unit == "block" else f"{depth} blocks"
+        expected = f"depth={depth}" if expected is None else expected
         raise ValueError(
-            f"{name} must name one variant per {unit} ({count}), got {len(out)}: {pattern!r}"
+            f"{name} must name one variant per {unit} ({expected}), got {len(out)}: {pattern!r}"
         )
     return tuple(out)
 
