@@ -96,7 +96,7 @@ def main(argv=None) -> int:
             "pattern": list(pattern),
             "teacher": fingerprint(teacher),
             "task": task,
-            **{k: meta.get(k) for k in ("steps", "batch", "lr", "seed", "ema")},
+            **{k: meta.get(k) for k in ("batch", "lr", "seed", "ema")},
             "steps": train_steps,
         }
         digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]

@@ -193,3 +193,10 @@ def test_native_check_only_needs_prepare_and_a_run(capsys, argv, message):
         main(argv)
     assert e.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_top_k_zero_builds_no_neighbours_and_negative_is_refused():
+    assert StudyConfig.from_dict({"top_k": 0}).top_k == 0
+    assert "0 front neighbour(s)" in " ".join(StudyConfig.from_dict({"top_k": 0}).left_out())
+    with pytest.raises(ValueError, match="top_k must be an int >= 0, got -1"):
+        StudyConfig.from_dict({"top_k": -1})
