@@ -32,7 +32,7 @@ from torch import nn
 from tqdm import tqdm
 
 import attention_zoo as az
-from bench.machine import gemm_rate, machine_info, no_cache, time_interleaved
+from bench.machine import Loaded, gemm_rate, machine_info, no_cache, time_interleaved
 from bench.stats import ms_row, relative_error
 from hybrid_dit import (
     PRESETS,
@@ -95,9 +95,11 @@ class Overhead(nn.Module):
 
 
 def make_runner(
-    module: nn.Module, inputs: tuple, backend: str, workdir: Path
-) -> Callable[[], object]:
-    """A no-argument callable that runs `module(*inputs)` on `backend`."""
+    module: nn.Module, inputs: tuple, backend: str, workdir: Path, load_per_call: bool = False
+) -> Callable[[], object] | Loaded:
+    """A no-argument callable that runs `module(*inputs)` on `backend`. With
+    `load_per_call`, an onnxruntime model is exported now but its session is made only
+    when timed (bench.machine.Loaded): whole-model sessions are too big to hold several."""
     module.eval()
     if backend in ("torch-cpu", "cuda"):
 
@@ -112,9 +114,13 @@ def make_runner(
     os.close(fd)
     path = Path(name)
     to_onnx(module, inputs, path)
-    sess = session(path)
     feed = dict(zip(input_names(module, len(inputs)), (i.numpy() for i in inputs), strict=True))
-    return lambda: sess.run(None, feed)
+
+    def load():
+        sess = session(path)
+        return lambda: sess.run(None, feed)
+
+    return Loaded(load) if load_per_call else load()
 
 
 def sync_for(backend):
@@ -265,7 +271,9 @@ def model_table(
 ) -> dict:
     """Whole-model latency (one denoising step, batch 1) of each pattern, all patterns timed
     interleaved in `repeats` rounds with the same weights; with a block table, the
-    prediction overhead + sum of block latencies and its error next to each."""
+    prediction overhead + sum of block latencies and its error next to each. On
+    onnxruntime one session is held at a time: made, run once untimed and timed once per
+    round (bench.machine.Loaded), since several whole-model sessions exhaust memory."""
     check_backend(backend)
     cfg = PRESETS[preset] if isinstance(preset, str) else preset
     grid = check_grid(grid)
@@ -301,7 +309,7 @@ def model_table(
                     model = HybridDiT(c)
                 model.load_state_dict(weights, assign=True)
                 runners[format_pattern(c.attention)] = make_runner(
-                    model, inputs, backend, Path(tmp)
+                    model, inputs, backend, Path(tmp), load_per_call=True
                 )
             return time_runners(
                 runners, backend, warmup, repeats, progress, f"model latency ({backend})"
@@ -320,6 +328,10 @@ def model_table(
         rows.append(row)
     return {
         "what": "whole-model latency, one denoising step, batch 1, patterns interleaved",
+        "measured_as": "onnxruntime: one session at a time, made and run once untimed before "
+        "each timed call"
+        if backend == "onnxruntime-cpu"
+        else f"{warmup} untimed round(s), then timed rounds",
         "preset": cfg.to_dict(),
         "grid": list(grid),
         "backend": backend,

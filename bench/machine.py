@@ -7,10 +7,12 @@ roofline scale for compute-bound work on that machine.
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,6 +33,33 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+# The vector extensions that decide which GEMM kernels MKL and MLAS pick (AVX-512 roughly
+# doubles onnxruntime's rate against AVX2 on the same cores).
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile")
+
+
+def cpu_details() -> dict[str, Any]:
+    """CPU family/model/stepping and the SIMD_FLAGS it has, from /proc/cpuinfo (Linux):
+    "AMD EPYC" alone names several generations. Empty where /proc/cpuinfo is missing."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor's block is enough
+                key, _, val = line.partition(":")
+                fields[key.strip()] = val.strip()
+    except OSError:
+        return {}
+    flags = set(fields.get("flags", "").split())
+    return {
+        "family_model_stepping": "/".join(
+            fields.get(k, "?") for k in ("cpu family", "model", "stepping")
+        ),
+        "simd": [f for f in SIMD_FLAGS if f in flags],
+    }
+
+
 def usable_cores() -> int:
     """Cores this process may run on (affinity), which can be fewer than os.cpu_count()."""
     try:
@@ -44,6 +73,7 @@ def machine_info() -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     return {
         "cpu": cpu_model(),
+        "cpu_details": cpu_details(),
         "logical_cores": os.cpu_count(),
         "usable_cores": usable_cores(),
         "platform": platform.platform(),
@@ -98,8 +128,27 @@ def time_fn(
     return time_interleaved({"fn": fn}, warmup=warmup, repeats=repeats, sync=sync)["fn"]
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """A candidate too big to keep in memory beside the others (a whole-model onnxruntime
+    session holds its weights, their prepacked copies and an arena: ~3 GB for mobilei2v):
+    `load()` returns the no-argument callable to time, and dropping that callable frees
+    what it holds. time_interleaved loads it before each of its timed calls, outside the
+    timed region, runs it `warm` times untimed (first-run allocation), times one call and
+    drops it, so one such candidate is in memory at a time."""
+
+    load: Callable[[], Callable[[], Any]]
+    warm: int = 1
+
+    def __post_init__(self):
+        if not callable(self.load):
+            raise ValueError(f"load must be callable, got {self.load!r}")
+        if isinstance(self.warm, bool) or not isinstance(self.warm, int) or self.warm < 0:
+            raise ValueError(f"warm must be an int >= 0, got {self.warm!r}")
+
+
 def time_interleaved(
-    fns: dict[str, Callable[[], Any]],
+    fns: dict[str, Callable[[], Any] | Loaded],
     warmup: int = 1,
     repeats: int = 7,
     sync: Callable[[], None] | None = None,
@@ -108,27 +157,42 @@ def time_interleaved(
     """Times several candidates in rounds, so that drift of a shared machine (other work,
     clocks, memory reclaim) hits all alike: each round calls every candidate once, and the
     order rotates from round to round (A B C, B C A, C A B, ...) so that no candidate always
-    follows the same neighbour's cache state. `warmup` untimed rounds first. Returns
+    follows the same neighbour's cache state. `warmup` untimed rounds first; a `Loaded`
+    candidate is loaded and warmed before each timed call instead (see Loaded). Returns
     {name: summarize(...)}; `progress(done, total)` is called after each timed call."""
     _check_counts(warmup, repeats)
     if not fns:
         raise ValueError("fns must hold at least one candidate")
+
+    def call(fn):
+        fn()
+        if sync is not None:
+            sync()
+
     for _ in range(warmup):
         for fn in fns.values():
-            fn()
-            if sync is not None:
-                sync()
+            if not isinstance(fn, Loaded):
+                call(fn)
+    # leftovers of building the candidates (an ONNX export leaves millions of objects)
+    # would otherwise be collected inside some timed call
+    gc.collect()
     times: dict[str, list[float]] = {name: [] for name in fns}
     done, total = 0, repeats * len(fns)
     names = list(fns)
     for r in range(repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             fn = fns[name]
+            staged = isinstance(fn, Loaded)
+            if staged:
+                fn = fn.load()
+                for _ in range(fns[name].warm):
+                    call(fn)
             t0 = time.perf_counter()
-            fn()
-            if sync is not None:
-                sync()
+            call(fn)
             times[name].append(time.perf_counter() - t0)
+            if staged:
+                del fn
+                gc.collect()  # free the session before the next one is loaded
             done += 1
             if progress is not None:
                 progress(done, total)
@@ -148,6 +212,34 @@ def gemm_rate(
     b = torch.randn(n, n, generator=gen).to(device)
     out = torch.empty(n, n, device=device)
     t = time_fn(lambda: torch.matmul(a, b, out=out), warmup, repeats, _sync_for(device))
+    return 2 * n**3 / t["median"] / 1e9
+
+
+def ort_gemm_rate(n: int = 2048, repeats: int = 5, warmup: int = 1) -> float:
+    """The fp32 matmul rate through onnxruntime (one MatMul node, a session from
+    export.onnx.session, so threads as torch's): median GFLOP/s of an (n x n) @ (n x n)
+    product, counting 2 n^3 FLOPs. onnxruntime's MLAS kernels are not torch's MKL ones, so
+    an onnxruntime model's fraction of GEMM is quoted against this rate."""
+    import tempfile
+    from pathlib import Path
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from export.onnx import session
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    a, b, y = (helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "aby")
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["y"])], "gemm", [a, b], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    gen = np.random.default_rng(0)
+    feed = {k: gen.standard_normal((n, n), dtype=np.float32) for k in "ab"}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "gemm.onnx"
+        onnx.save(model, path)
+        sess = session(path)
+    t = time_fn(lambda: sess.run(None, feed), warmup, repeats)
     return 2 * n**3 / t["median"] / 1e9
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.machine import time_interleaved
+from bench.machine import Loaded, time_interleaved
 from bench.stats import median_ci, separated, speed_verdict, summarize
 
 
@@ -74,3 +74,46 @@ def test_interleaved_timing_runs_candidates_in_rounds():
     # a warm-up round, then three timed rounds whose order rotates: A B, B A, A B
     assert order == ["a", "b", "a", "b", "b", "a", "a", "b"]
     assert res["a"]["repeats"] == res["b"]["repeats"] == 3
+
+
+def test_loaded_candidates_are_loaded_warmed_and_dropped_one_at_a_time():
+    log, alive = [], set()
+
+    class Session:
+        def __init__(self, name):
+            self.name = name
+            assert not alive, f"{name} loaded while {alive} still held"
+            alive.add(name)
+            log.append(f"load {name}")
+
+        def __call__(self):
+            log.append(f"run {self.name}")
+
+        def __del__(self):
+            alive.discard(self.name)
+
+    res = time_interleaved(
+        {
+            "a": Loaded(lambda: Session("a")),
+            "b": Loaded(lambda: Session("b"), warm=2),
+            "c": lambda: log.append("run c"),
+        },
+        warmup=1,
+        repeats=2,
+    )
+    # the warm-up round runs only the plain candidate; each timed call of a Loaded one
+    # is preceded by its load and `warm` untimed runs, and it is dropped right after
+    assert log == [
+        "run c",
+        *["load a", "run a", "run a", "load b", "run b", "run b", "run b", "run c"],
+        *["load b", "run b", "run b", "run b", "run c", "load a", "run a", "run a"],
+    ]
+    assert not alive
+    assert all(res[k]["repeats"] == 2 for k in "abc")
+
+
+def test_loaded_checks_its_arguments():
+    with pytest.raises(ValueError, match="load must be callable"):
+        Loaded(None)
+    with pytest.raises(ValueError, match="warm must be an int >= 0, got -1"):
+        Loaded(lambda: None, warm=-1)
