@@ -20,14 +20,15 @@ bench/results/model-cpu.json atomically.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
 from pathlib import Path
 
 from bench.latency import block_table, model_table
-from bench.machine import gemm_rate, machine_info
-from bench.stats import spearman
+from bench.machine import gemm_rate, machine_info, ort_gemm_rate
+from bench.stats import relative_error, spearman
 from hybrid_dit import PRESETS, format_pattern, model_flops, parse_grid, reference_patterns
 
 RESULTS = Path(__file__).resolve().parent / "results" / "model-cpu.json"
@@ -57,6 +58,11 @@ def bench_patterns(
     load_before = os.getloadavg()
     gemm_before = gemm_rate()
     log(f"fp32 GEMM rate (2048^3, torch): {gemm_before:.1f} GFLOP/s")
+    # each backend's fraction of GEMM is quoted against its own matmul kernels' rate
+    gemm_of = {"torch-cpu": gemm_before}
+    if "onnxruntime-cpu" in backends:
+        gemm_of["onnxruntime-cpu"] = ort_gemm_rate()
+        log(f"fp32 GEMM rate (2048^3, onnxruntime): {gemm_of['onnxruntime-cpu']:.1f} GFLOP/s")
     rows, tables = [], {}
     for backend in backends:
         blocks = block_table(cfg, grid, backend, variants, repeats=block_repeats, progress=progress)
@@ -73,7 +79,7 @@ def bench_patterns(
                 "repeats": m["repeats"],
                 "flops": flops,
                 "gflops": m["gflops"],
-                "fraction_of_gemm": m["gflops"] / gemm_before,
+                "fraction_of_gemm": m["gflops"] / gemm_of[backend],
                 "predicted_ms": m["predicted_ms"],
                 "prediction_error": m["prediction_error"],
             }
@@ -86,19 +92,11 @@ def bench_patterns(
             )
     gemm_after = gemm_rate()
     log(f"fp32 GEMM rate after: {gemm_after:.1f} GFLOP/s")
-    predictor = {}
-    for backend in backends:
-        mine = [r for r in rows if r["backend"] == backend]
-        pred, meas = [r["predicted_ms"] for r in mine], [r["median_ms"] for r in mine]
-        predictor[backend] = {
-            "configs": len(mine),
-            "worst_error": max(abs(r["prediction_error"]) for r in mine),
-            "spearman": spearman(pred, meas) if len(set(pred)) > 1 and len(set(meas)) > 1 else None,
-        }
+    predictor = predictor_summary(rows, tables, cfg.depth)
+    for backend, pr in predictor.items():
         log(
-            f"{backend}: block-table predictor worst error "
-            f"{100 * predictor[backend]['worst_error']:.1f}%, Spearman "
-            f"{predictor[backend]['spearman']}"
+            f"{backend}: block-table predictor worst error {100 * pr['worst_error']:.1f}%, "
+            f"Spearman {pr['spearman']}"
         )
     return {
         "benchmark": "bench.model_cpu",
@@ -110,6 +108,7 @@ def bench_patterns(
         "machine": machine_info(),
         "gemm_gflops": gemm_before,
         "gemm_gflops_after": gemm_after,
+        "gemm_gflops_by_backend": gemm_of,
         "load_average_before": list(load_before),
         "load_average_after": list(os.getloadavg()),
         "rows": rows,
@@ -118,11 +117,84 @@ def bench_patterns(
     }
 
 
+def predictor_summary(rows: list[dict], tables: dict, depth: int) -> dict:
+    """Per backend: the block-table predictor's worst error and Spearman over the models,
+    the in-model vs table latency of each variant (in_model_blocks) and the held-out check
+    of a predictor calibrated on whole models (leave_one_out). Derived from the measured
+    rows and tables only, so `--reanalyse` recomputes it from a saved result."""
+    out = {}
+    for backend, t in tables.items():
+        mine = [r for r in rows if r["backend"] == backend]
+        pred, meas = [r["predicted_ms"] for r in mine], [r["median_ms"] for r in mine]
+        out[backend] = {
+            "configs": len(mine),
+            "worst_error": max(abs(r["prediction_error"]) for r in mine),
+            "spearman": spearman(pred, meas) if len(set(pred)) > 1 and len(set(meas)) > 1 else None,
+            "in_model_block": in_model_blocks(t, depth),
+            "leave_one_out": leave_one_out(t),
+        }
+    return out
+
+
+def in_model_blocks(table: dict, depth: int) -> list[dict]:
+    """What the block sum misses, per variant: a block's latency inside a whole model of
+    that variant alone ((model - overhead) / depth) beside the block table's (a stack)."""
+    overhead = table["blocks"]["overhead"]["median_ms"]
+    per = {r["variant"]: r["median_ms"] for r in table["blocks"]["variants"]}
+    out = []
+    for m in table["models"]["models"]:
+        kinds = set(m["attention"])
+        if len(kinds) == 1:
+            (v,) = kinds
+            inside = (m["median_ms"] - overhead) / depth
+            out.append({"variant": v, "table_ms": per[v], "in_model_ms": inside,
+                        "ratio": inside / per[v]})  # fmt: skip
+    return out
+
+
+def leave_one_out(table: dict) -> dict:
+    """What a predictor calibrated on whole models would achieve, checked honestly: for each
+    model, per-variant in-model block latencies are fitted by least squares to the *other*
+    whole models (model - overhead = sum over blocks), and that model is predicted from
+    them. Models with a variant the others lack are left out. Returns the fit on all
+    models, each model's held-out prediction and the worst error."""
+    import numpy as np
+
+    overhead = table["blocks"]["overhead"]["median_ms"]
+    models = table["models"]["models"]
+    names = sorted({v for m in models for v in m["attention"]})
+    a = np.array([[m["attention"].count(v) for v in names] for m in models], dtype=float)
+    y = np.array([m["median_ms"] - overhead for m in models])
+    rows = []
+    for i, m in enumerate(models):
+        keep = np.arange(len(models)) != i
+        if np.linalg.matrix_rank(a[keep]) < len(names):
+            continue
+        fit = np.linalg.lstsq(a[keep], y[keep], rcond=None)[0]
+        pred = overhead + float(a[i] @ fit)
+        rows.append({"pattern": m["pattern"], "predicted_ms": pred,
+                     "error": relative_error(pred, m["median_ms"])})  # fmt: skip
+    fit_all = np.linalg.lstsq(a, y, rcond=None)[0]
+    meas = [m["median_ms"] for m in models if any(r["pattern"] == m["pattern"] for r in rows)]
+    pred = [r["predicted_ms"] for r in rows]
+    return {
+        "what": "per-variant block latencies fitted to the other whole models (least squares)",
+        "fitted_block_ms": dict(zip(names, map(float, fit_all), strict=True)),
+        "rows": rows,
+        "configs": len(rows),
+        "worst_error": max((abs(r["error"]) for r in rows), default=None),
+        "spearman": spearman(pred, meas) if len(set(pred)) > 1 and len(set(meas)) > 1 else None,
+    }
+
+
 def table(doc: dict) -> str:
     lines = [
         f"{doc['preset']} at grid {'x'.join(map(str, doc['grid']))} ({doc['tokens']} tokens); "
-        f"fp32 GEMM {doc['gemm_gflops']:.1f} GFLOP/s (after: {doc['gemm_gflops_after']:.1f}); "
-        f"load average {doc['load_average_before'][0]:.2f} -> {doc['load_average_after'][0]:.2f}",
+        f"fp32 GEMM {doc['gemm_gflops']:.1f} GFLOP/s torch (after: "
+        f"{doc['gemm_gflops_after']:.1f}); GEMM by backend "
+        + ", ".join(f"{k} {v:.1f}" for k, v in doc["gemm_gflops_by_backend"].items())
+        + " (each backend's 'of GEMM' uses its own); load average "
+        f"{doc['load_average_before'][0]:.2f} -> {doc['load_average_after'][0]:.2f}",
         "| pattern | backend | s / step, median [95% CI] | GFLOP / step | GFLOP/s | of GEMM "
         "| predicted s | error |",
         "|---|---|---|---:|---:|---:|---:|---:|",
@@ -135,7 +207,24 @@ def table(doc: dict) -> str:
             f"{100 * r['fraction_of_gemm']:.0f}% | {r['predicted_ms'] / 1e3:.2f} | "
             f"{100 * r['prediction_error']:+.1f}% |"
         )
+    for backend, pr in doc["predictor"].items():
+        inside = ", ".join(
+            f"{b['variant']} x{b['ratio']:.3f}" for b in pr.get("in_model_block", [])
+        )
+        loo = pr.get("leave_one_out") or {}
+        lines.append(
+            f"{backend}: block-table predictor worst error {100 * pr['worst_error']:.1f}%, "
+            f"Spearman {fmt(pr['spearman'])} over {pr['configs']} models; a block inside a "
+            f"one-variant model vs the table: {inside or 'no one-variant model'}; calibrated "
+            f"on the other models (leave one out): worst error "
+            f"{fmt(loo.get('worst_error'), 100, '%')}, Spearman {fmt(loo.get('spearman'))} "
+            f"over {loo.get('configs', 0)}"
+        )
     return "\n".join(lines)
+
+
+def fmt(x, scale: float = 1.0, unit: str = "") -> str:
+    return "n/a" if x is None else f"{scale * x:.{1 if unit else 3}f}{unit}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,7 +244,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backends", default=",".join(BACKENDS))
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--reanalyse",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="time nothing: recompute the predictor analysis of a saved result and write it "
+        "to --out",
+    )
     args = p.parse_args(argv)
+    from export.files import write_json
+
+    if args.reanalyse is not None:
+        if not args.reanalyse.is_file():
+            p.error(f"--reanalyse: no such file {str(args.reanalyse)!r}")
+        doc = json.loads(args.reanalyse.read_text())
+        if doc.get("benchmark") != "bench.model_cpu":
+            p.error(f"--reanalyse: {args.reanalyse} is not a bench.model_cpu result")
+        doc["predictor"] = predictor_summary(doc["rows"], doc["tables"], doc["config"]["depth"])
+        write_json(args.out, doc)
+        print(table(doc))
+        print(f"wrote {args.out}")
+        return 0
     backends = tuple(b.strip() for b in args.backends.split(","))
     unknown = sorted(set(backends) - set(BACKENDS))
     if unknown:
@@ -176,8 +286,6 @@ def main(argv: list[str] | None = None) -> int:
         args.preset, grid, patterns, args.repeats, args.block_repeats, backends,
         progress=not args.no_progress,
     )  # fmt: skip
-    from export.files import write_json
-
     write_json(args.out, doc)
     print(table(doc))
     print(f"wrote {args.out}")

@@ -11,6 +11,7 @@ import torch
 
 from bench.grids import divisors, grid_for
 from bench.machine import (
+    SIMD_FLAGS,
     copy_bandwidth,
     cpu_model,
     gemm_rate,
@@ -30,6 +31,7 @@ def test_machine_info_structure():
     assert info["torch"] == torch.__version__
     assert info["torch_threads"] == torch.get_num_threads()
     assert (info["cuda_device"] is None) == (not torch.cuda.is_available())
+    assert set(info["cpu_details"].get("simd", [])) <= set(SIMD_FLAGS)
     json.dumps(info)  # a plain, JSON-ready dict
 
 

@@ -1,0 +1,118 @@
+"""bench.model_cpu's predictor analysis on synthetic tables: the held-out (leave one out)
+calibration, the in-model vs table ratio, and re-analysis of a saved result."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.model_cpu import in_model_blocks, leave_one_out, main, predictor_summary
+
+OVERHEAD, DEPTH = 10.0, 4
+BLOCK = {"softmax": 100.0, "relu_linear": 60.0}  # in-model block latencies, ms
+PATTERNS = [
+    ["softmax"] * 4,
+    ["relu_linear"] * 4,
+    ["relu_linear", "softmax", "relu_linear", "softmax"],
+    ["softmax", "softmax", "relu_linear", "relu_linear"],
+    ["relu_linear"] * 3 + ["softmax"],
+]
+
+
+def synthetic_table(table_scale: float = 1.0, drop=()) -> dict:
+    """Whole models that are exactly overhead + the sum of in-model blocks, and a block
+    table whose latencies are the in-model ones times `table_scale`."""
+    models = [
+        {"pattern": ",".join(p), "attention": p, "median_ms": OVERHEAD + sum(BLOCK[v] for v in p)}
+        for i, p in enumerate(PATTERNS)
+        if i not in drop
+    ]
+    return {
+        "blocks": {
+            "overhead": {"median_ms": OVERHEAD},
+            "variants": [{"variant": v, "median_ms": ms * table_scale} for v, ms in BLOCK.items()],
+        },
+        "models": {"models": models},
+    }
+
+
+def test_leave_one_out_recovers_additive_models_exactly():
+    res = leave_one_out(synthetic_table())
+    assert res["configs"] == len(PATTERNS)
+    assert res["worst_error"] == pytest.approx(0, abs=1e-9)
+    assert res["fitted_block_ms"] == pytest.approx(BLOCK)
+
+
+def test_leave_one_out_skips_a_model_the_others_cannot_predict():
+    # two models left (all softmax; L*3,S): holding one out leaves one equation for two
+    # block latencies, so neither can be predicted from the other
+    t = synthetic_table(drop=(1, 2, 3))
+    res = leave_one_out(t)
+    assert res["configs"] == 0 and res["worst_error"] is None
+
+
+def test_leave_one_out_error_is_held_out():
+    t = synthetic_table()
+    t["models"]["models"][0]["median_ms"] *= 1.2  # one disturbed measurement
+    res = leave_one_out(t)
+    held_out = next(r for r in res["rows"] if r["pattern"] == ",".join(PATTERNS[0]))
+    # predicted from the four undisturbed models alone: exact, so 1 / 1.2 - 1 of measured
+    assert held_out["error"] == pytest.approx(1 / 1.2 - 1)
+    assert res["worst_error"] >= abs(held_out["error"])
+
+
+def test_in_model_ratio_shows_what_the_table_misses():
+    ratios = {b["variant"]: b["ratio"] for b in in_model_blocks(synthetic_table(0.8), DEPTH)}
+    assert ratios == pytest.approx({"softmax": 1.25, "relu_linear": 1.25})
+
+
+def test_reanalyse_rewrites_the_predictor_from_a_saved_result(tmp_path, capsys):
+    t = synthetic_table(0.9)
+    rows = []
+    for m in t["models"]["models"]:
+        pred = OVERHEAD + 0.9 * sum(BLOCK[v] for v in m["attention"])
+        rows.append(
+            {
+                "pattern": m["pattern"],
+                "backend": "torch-cpu",
+                "median_ms": m["median_ms"],
+                "ci_low_ms": m["median_ms"],
+                "ci_high_ms": m["median_ms"],
+                "flops": {"total": 1e9},
+                "gflops": 1.0,
+                "fraction_of_gemm": 0.5,
+                "predicted_ms": pred,
+                "prediction_error": pred / m["median_ms"] - 1,
+            }
+        )
+    doc = {
+        "benchmark": "bench.model_cpu",
+        "preset": "tiny",
+        "config": {"depth": DEPTH},
+        "grid": [1, 2, 2],
+        "tokens": 4,
+        "gemm_gflops": 2.0,
+        "gemm_gflops_after": 2.0,
+        "gemm_gflops_by_backend": {"torch-cpu": 2.0},
+        "load_average_before": [0.0] * 3,
+        "load_average_after": [0.0] * 3,
+        "rows": rows,
+        "tables": {"torch-cpu": t},
+        "predictor": {},
+    }
+    src, out = tmp_path / "in.json", tmp_path / "out.json"
+    src.write_text(json.dumps(doc))
+    assert main(["--reanalyse", str(src), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())["predictor"]["torch-cpu"]
+    assert res == predictor_summary(rows, {"torch-cpu": t}, DEPTH)["torch-cpu"]
+    assert res["worst_error"] == pytest.approx(max(abs(r["prediction_error"]) for r in rows))
+    assert res["leave_one_out"]["worst_error"] == pytest.approx(0, abs=1e-9)
+    assert "leave one out" in capsys.readouterr().out
+
+
+def test_reanalyse_refuses_other_files(tmp_path):
+    bad = tmp_path / "other.json"
+    bad.write_text(json.dumps({"benchmark": "something else"}))
+    with pytest.raises(SystemExit):
+        main(["--reanalyse", str(bad), "--out", str(tmp_path / "o.json")])
