@@ -149,7 +149,10 @@ def coreml_stage(
     res = {"status": "written", "precision": precision}
     res["twin_vs_torch"] = errors(twin_out, ref_tokens)
     _log(progress, f"Core ML: converting one step ({precision}) ...")
-    path = to_coreml(step, example, out_dir / FILES["coreml"], precision, output_names=[host.V])
+    path = to_coreml(
+        step, example, out_dir / FILES["coreml"], precision, output_names=[host.V],
+        progress=progress,
+    )  # fmt: skip
     res["path"] = str(path)
     io = program_io(path)
     dtypes = {_NP_DTYPE.get(d, d) for _, d in (*io["inputs"].values(), *io["outputs"].values())}

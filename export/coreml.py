@@ -10,6 +10,9 @@ With precision="fp16" and an iOS16+ target the program's inputs and outputs are 
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib
 import inspect
 import os
 import shutil
@@ -136,6 +139,36 @@ def _write_atomic(mlmodel, path: Path) -> None:
             shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
+# Where coremltools 9 draws its tqdm bars during ct.convert (module, name of its tqdm).
+_COREMLTOOLS_BARS = (
+    ("coremltools.converters.mil.frontend.torch.ops", "_tqdm"),
+    ("coremltools.converters.mil.mil.passes.pass_pipeline", "tqdm"),
+)
+
+
+@contextlib.contextmanager
+def _coremltools_bars(show: bool):
+    """coremltools has no switch for its progress bars: with show False, the tqdm it draws
+    them with is swapped for a disabled one while the context runs, then restored."""
+    swapped = []
+    if not show:
+        from tqdm import tqdm
+
+        for module_name, attr in _COREMLTOOLS_BARS:
+            try:
+                mod = importlib.import_module(module_name)
+            except ImportError:
+                continue
+            if hasattr(mod, attr):
+                swapped.append((mod, attr, getattr(mod, attr)))
+                setattr(mod, attr, functools.partial(tqdm, disable=True))
+    try:
+        yield
+    finally:
+        for mod, attr, original in swapped:
+            setattr(mod, attr, original)
+
+
 def to_coreml(
     module: torch.nn.Module,
     example_inputs,
@@ -143,6 +176,7 @@ def to_coreml(
     precision: str = "fp16",
     target=DEFAULT_TARGET,
     output_names: Sequence[str] | None = None,
+    progress: bool = True,
 ) -> Path:
     """Converts `module` to a Core ML ML Program and saves it as `path` (a .mlpackage).
 
@@ -156,6 +190,7 @@ def to_coreml(
         target: minimum deployment target, a name from TARGETS or a coremltools.target.
         output_names: the program's output names, one per output of forward (default
             "output", or "output_0", "output_1", ... for a tuple).
+        progress: show coremltools' own progress bars (conversion, pass pipeline).
 
     Returns the written path.
     """
@@ -192,7 +227,7 @@ def to_coreml(
             raise ValueError(
                 f"output_names must differ from the input names {names}, got {output_names!r}"
             )
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _coremltools_bars(progress):
         # coremltools' frontend calls its own deprecated registry API on every op
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"coremltools\.")
         mlmodel = ct.convert(

@@ -148,3 +148,19 @@ def test_command_errors_are_one_line(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv, label",
+    [
+        (["run"], "quick default"),
+        (["run", "--full"], "full sweep"),
+        (["run", "--teachers", "3"], "quick default with --teachers 3"),
+        (["run", "--config", "c.json", "--no-export"], "config c.json with --no-export"),
+        (["run", "--target", "torch-cpu"], "quick default with --target torch-cpu"),
+    ],
+)
+def test_run_says_what_it_runs(argv, label):
+    from mobileattn.commands.run import run_label
+
+    assert run_label(build_parser().parse_args(argv)) == label

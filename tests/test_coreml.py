@@ -190,3 +190,15 @@ def test_inputs_with_a_non_standard_dim_order_convert(tmp_path):
     path = to_coreml(_Scale(2.0), (m,), tmp_path / "m.mlpackage", "fp32")
     out = run_mil(path, {"x": m.numpy()}, precision="fp32")["output"]
     np.testing.assert_allclose(out, 2 * m.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_progress_false_silences_coremltools_bars(tmp_path, capfd, progress):
+    from coremltools.converters.mil.mil.passes import pass_pipeline
+
+    before = pass_pipeline.tqdm
+    a = torch.randn(1, 2, 1, 8)
+    to_coreml(_Scale(3.0), (a,), tmp_path / "s.mlpackage", "fp32", progress=progress)
+    err = capfd.readouterr().err
+    assert ("Running MIL" in err) is progress, err[-500:]
+    assert pass_pipeline.tqdm is before  # the library's own tqdm is put back

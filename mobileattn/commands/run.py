@@ -79,6 +79,22 @@ def torch_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def run_label(args) -> str:
+    """What this run is, in words: its base config and the options that change it."""
+    if args.config is not None:
+        base = f"config {args.config}"
+    else:
+        base = "full sweep" if args.full else "quick default"
+    flags = [
+        f"--{name} {getattr(args, name)}"
+        for name in ("budget", "teacher", "teachers", "target")
+        if getattr(args, name) is not None
+    ]
+    if args.no_export:
+        flags.append("--no-export")
+    return base + (f" with {', '.join(flags)}" if flags else "")
+
+
 def run(args) -> int:
     from study.cache import Cache
     from study.driver import Study, StudyConfig
@@ -132,7 +148,7 @@ def run(args) -> int:
         raise ValueError(f"--out must be a folder, got the file {str(out)!r}")
     out.mkdir(parents=True, exist_ok=True)
     study = Study(cfg, out, Cache(args.cache, fresh=args.fresh), progress=not args.no_progress)
-    print(f"mobileattn run ({'full sweep' if args.full else 'quick default'}) -> {out}")
+    print(f"mobileattn run ({run_label(args)}) -> {out}")
     t0 = time.perf_counter()
     study.zoo()
     study.latency()
