@@ -32,7 +32,14 @@ from torch import nn
 from tqdm import tqdm
 
 import attention_zoo as az
-from bench.machine import Loaded, gemm_rate, machine_info, no_cache, time_interleaved
+from bench.machine import (
+    Loaded,
+    available_memory,
+    gemm_rate,
+    machine_info,
+    no_cache,
+    time_interleaved,
+)
 from bench.stats import ms_row, relative_error
 from hybrid_dit import (
     PRESETS,
@@ -62,6 +69,19 @@ def check_backend(backend: str) -> None:
 
 # Blocks per timed stack (see the module docstring); 1 times a block alone.
 STACK = 2
+# A whole-model onnxruntime CPU session holds about this many times the model's fp32
+# weights (initializers, prepacked copies, arena: ~2.7x measured for mobilei2v at 3x23x40),
+# and the sessions of one table may take this share of the available memory side by side;
+# past it they are made one at a time, each before its timed call (bench.machine.Loaded).
+SESSION_WEIGHT_FACTOR = 3
+SESSION_MEMORY_SHARE = 0.5
+
+
+def hold_sessions(n_models: int, weight_bytes: int, available: int | None = None) -> bool:
+    """Whether `n_models` onnxruntime sessions of models with `weight_bytes` of weights fit
+    in memory side by side (else a table makes them one at a time)."""
+    available = available_memory() if available is None else available
+    return n_models * SESSION_WEIGHT_FACTOR * weight_bytes <= SESSION_MEMORY_SHARE * available
 
 
 class Blocks(nn.Module):
@@ -272,8 +292,8 @@ def model_table(
     """Whole-model latency (one denoising step, batch 1) of each pattern, all patterns timed
     interleaved in `repeats` rounds with the same weights; with a block table, the
     prediction overhead + sum of block latencies and its error next to each. On
-    onnxruntime one session is held at a time: made, run once untimed and timed once per
-    round (bench.machine.Loaded), since several whole-model sessions exhaust memory."""
+    onnxruntime, when the sessions would not fit side by side (hold_sessions), one is held
+    at a time: made, run once untimed and timed once per round (bench.machine.Loaded)."""
     check_backend(backend)
     cfg = PRESETS[preset] if isinstance(preset, str) else preset
     grid = check_grid(grid)
@@ -284,10 +304,16 @@ def model_table(
         c = cfg.with_attention(p)
         if c not in configs:
             configs.append(c)
+    one_at_a_time = False
+    if backend == "onnxruntime-cpu":
+        with torch.device("meta"):
+            weight_bytes = 4 * sum(p.numel() for p in HybridDiT(cfg).parameters())
+        one_at_a_time = not hold_sessions(len(configs), weight_bytes)
     key = {
         "preset": cfg.to_dict(),
         "grid": list(grid),
         "backend": backend,
+        "sessions": "one at a time" if one_at_a_time else "held",
         "patterns": [list(c.attention) for c in configs],
         "repeats": repeats,
         "warmup": warmup,
@@ -309,7 +335,7 @@ def model_table(
                     model = HybridDiT(c)
                 model.load_state_dict(weights, assign=True)
                 runners[format_pattern(c.attention)] = make_runner(
-                    model, inputs, backend, Path(tmp), load_per_call=True
+                    model, inputs, backend, Path(tmp), load_per_call=one_at_a_time
                 )
             return time_runners(
                 runners, backend, warmup, repeats, progress, f"model latency ({backend})"
@@ -328,9 +354,9 @@ def model_table(
         rows.append(row)
     return {
         "what": "whole-model latency, one denoising step, batch 1, patterns interleaved",
-        "measured_as": "onnxruntime: one session at a time, made and run once untimed before "
+        "measured_as": "one onnxruntime session at a time, made and run once untimed before "
         "each timed call"
-        if backend == "onnxruntime-cpu"
+        if one_at_a_time
         else f"{warmup} untimed round(s), then timed rounds",
         "preset": cfg.to_dict(),
         "grid": list(grid),

@@ -61,6 +61,19 @@ def cpu_details() -> dict[str, Any]:
     }
 
 
+def available_memory() -> int:
+    """Bytes of memory available to new allocations now (Linux MemAvailable; elsewhere the
+    free physical pages)."""
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 def usable_cores() -> int:
     """Cores this process may run on (affinity), which can be fewer than os.cpu_count()."""
     try:

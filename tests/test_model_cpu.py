@@ -116,3 +116,26 @@ def test_reanalyse_refuses_other_files(tmp_path):
     bad.write_text(json.dumps({"benchmark": "something else"}))
     with pytest.raises(SystemExit):
         main(["--reanalyse", str(bad), "--out", str(tmp_path / "o.json")])
+
+
+def test_hold_sessions_compares_estimated_sessions_with_available_memory():
+    from bench.latency import SESSION_MEMORY_SHARE, SESSION_WEIGHT_FACTOR, hold_sessions
+
+    gib = 2**30
+    per = SESSION_WEIGHT_FACTOR * gib  # one session of a 1 GiB model
+    fits = int(SESSION_MEMORY_SHARE * 20 * per // per)
+    assert hold_sessions(fits, gib, available=20 * per)
+    assert not hold_sessions(fits + 1, gib, available=20 * per)
+
+
+@pytest.mark.parametrize("hold", [True, False])
+def test_model_table_on_onnxruntime_holds_or_loads_sessions(monkeypatch, hold):
+    pytest.importorskip("onnxruntime")
+    import bench.latency as lat
+
+    monkeypatch.setattr(lat, "hold_sessions", lambda n, w, available=None: hold)
+    res = lat.model_table("tiny", (2, 4, 4), "onnxruntime-cpu", ["S", "L"], repeats=2,
+                          progress=False)  # fmt: skip
+    assert [m["pattern"] for m in res["models"]] == ["softmax*2", "relu_linear*2"]
+    assert all(m["repeats"] == 2 and m["median_ms"] > 0 for m in res["models"])
+    assert ("one onnxruntime session at a time" in res["measured_as"]) is not hold
