@@ -12,9 +12,15 @@ Both backends run what a user would ship, configured alike: the zoo's fast exact
 interleaved (bench.latency.model_table: A B C A B C ...), every row with the 95% bootstrap
 interval of its median. FLOPs are analytic (`hybrid_dit.model_flops`: linear and conv
 layers plus the zoo's attention counts); elementwise work is not counted, so the fraction
-is a lower bound on how busy the GEMM units are. The GEMM rate is measured before and
-after, and the load average recorded, so a disturbed run shows. Writes
-bench/results/model-cpu.json atomically.
+is a lower bound on how busy the GEMM units are; each backend's fraction is quoted
+against its own matmul rate (torch's MKL, onnxruntime's MLAS), measured before, and
+torch's after, with the load average, so a disturbed run shows.
+
+Beside the block-table predictor's errors it reports what the block sum misses (a block
+inside a one-variant whole model vs its stack time) and a held-out check of a predictor
+calibrated on whole models (leave one out). Writes bench/results/model-cpu.json
+atomically; `--reanalyse FILE` recomputes that analysis from a saved result, timing
+nothing.
 """
 
 from __future__ import annotations
@@ -129,11 +135,16 @@ def predictor_summary(rows: list[dict], tables: dict, depth: int) -> dict:
         out[backend] = {
             "configs": len(mine),
             "worst_error": max(abs(r["prediction_error"]) for r in mine),
-            "spearman": spearman(pred, meas) if len(set(pred)) > 1 and len(set(meas)) > 1 else None,
+            "spearman": rank_correlation(pred, meas),
             "in_model_block": in_model_blocks(t, depth),
             "leave_one_out": leave_one_out(t),
         }
     return out
+
+
+def rank_correlation(pred: list[float], meas: list[float]) -> float | None:
+    """Spearman of predicted vs measured; None where either is constant (undefined)."""
+    return spearman(pred, meas) if len(set(pred)) > 1 and len(set(meas)) > 1 else None
 
 
 def in_model_blocks(table: dict, depth: int) -> list[dict]:
@@ -183,7 +194,7 @@ def leave_one_out(table: dict) -> dict:
         "rows": rows,
         "configs": len(rows),
         "worst_error": max((abs(r["error"]) for r in rows), default=None),
-        "spearman": spearman(pred, meas) if len(set(pred)) > 1 and len(set(meas)) > 1 else None,
+        "spearman": rank_correlation(pred, meas),
     }
 
 
