@@ -21,16 +21,24 @@ import torch
 from bench.stats import summarize
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else platform.processor()."""
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (Linux); empty where it is missing."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break  # the first processor's block is enough
+                key, _, val = line.partition(":")
+                fields[key.strip()] = val.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown"
+    return fields
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else platform.processor()."""
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine() or "unknown"
 
 
 # The vector extensions that decide which GEMM kernels MKL and MLAS pick: a whole mobilei2v
@@ -42,15 +50,8 @@ SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile"
 def cpu_details() -> dict[str, Any]:
     """CPU family/model/stepping and the SIMD_FLAGS it has, from /proc/cpuinfo (Linux):
     "AMD EPYC" alone names several generations. Empty where /proc/cpuinfo is missing."""
-    fields: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if not line.strip():
-                    break  # the first processor's block is enough
-                key, _, val = line.partition(":")
-                fields[key.strip()] = val.strip()
-    except OSError:
+    fields = _cpuinfo()
+    if not fields:
         return {}
     flags = set(fields.get("flags", "").split())
     return {
@@ -112,6 +113,11 @@ def no_cache(stage: str, key: dict, fn: Callable[[], Any]):
     """The `measure(stage, key, fn) -> (value, from_cache)` hook without a cache: every
     measurement runs (what the study's cache replaces)."""
     return fn(), False
+
+
+def _check_positive(name: str, val) -> None:
+    if isinstance(val, bool) or not isinstance(val, int) or val < 1:
+        raise ValueError(f"{name} must be a positive int, got {val!r}")
 
 
 def _check_counts(warmup, repeats) -> None:
@@ -218,8 +224,7 @@ def gemm_rate(
 ) -> float:
     """The fp32 matmul rate through torch: median GFLOP/s of an (n x n) @ (n x n) product,
     counting 2 n^3 FLOPs."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    _check_positive("n", n)
     device = torch.device(device)
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=gen).to(device)
@@ -242,8 +247,7 @@ def ort_gemm_rate(n: int = 2048, repeats: int = 5, warmup: int = 1) -> float:
 
     from export.onnx import session
 
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    _check_positive("n", n)
     a, b, y = (helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "aby")
     graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["y"])], "gemm", [a, b], [y])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -262,8 +266,7 @@ def copy_bandwidth(
 ) -> float:
     """Memory bandwidth of a large tensor copy through torch, median GB/s, counting the
     bytes read plus the bytes written (the memory roofline's scale)."""
-    if isinstance(mib, bool) or not isinstance(mib, int) or mib < 1:
-        raise ValueError(f"mib must be a positive int, got {mib!r}")
+    _check_positive("mib", mib)
     device = torch.device(device)
     src = torch.ones(mib * 2**20 // 4, device=device)
     dst = torch.empty_like(src)
