@@ -50,7 +50,6 @@ from hybrid_dit.model import (
     attention_options,
     check_inputs,
     inject_first_frame,
-    modulate,
     sinusoid,
 )
 
@@ -106,6 +105,11 @@ class LinearConv(nn.Conv2d):
 
     def __init__(self, c_in: int, c_out: int, bias: bool = True):
         super().__init__(c_in, c_out, 1, bias=bias)
+
+
+def modulate_cf(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """hybrid_dit.model.modulate in two ops: coremltools 9.0 cannot convert addcmul."""
+    return x * (1 + scale) + shift
 
 
 def layer_norm_cf(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -292,8 +296,8 @@ class DiTBlockCF(nn.Module):
         # spread(cond) + table == spread(cond + table): every token belongs to one frame
         mod = mod + self.table.view(1, MODULATIONS * c, 1, 1)  # (batch, 6C, 1, N)
         shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = mod.chunk(MODULATIONS, dim=1)
-        x = x + gate_a * self.attn(modulate(layer_norm_cf(x, eps), shift_a, scale_a), rope, grid)
-        return x + gate_f * self.ffn(modulate(layer_norm_cf(x, eps), shift_f, scale_f), grid)
+        x = x + gate_a * self.attn(modulate_cf(layer_norm_cf(x, eps), shift_a, scale_a), rope, grid)
+        return x + gate_f * self.ffn(modulate_cf(layer_norm_cf(x, eps), shift_f, scale_f), grid)
 
 
 class FinalLayerCF(nn.Module):
@@ -311,7 +315,7 @@ class FinalLayerCF(nn.Module):
         c = x.shape[1]
         shift = emb + self.table[0].view(1, c, 1, 1)
         scale = emb + self.table[1].view(1, c, 1, 1)
-        return self.linear(modulate(layer_norm_cf(x, self.eps), shift, scale))
+        return self.linear(modulate_cf(layer_norm_cf(x, self.eps), shift, scale))
 
 
 def _check_step_tensor(name: str, x, shape: tuple[int, ...], layout: str, like: torch.Tensor):

@@ -101,11 +101,13 @@ def apply_rope(x: torch.Tensor, rope: Rope) -> torch.Tensor:
     rot = x[..., : 6 * a].unflatten(-1, (3, 2, a)).flip(-2).flatten(-3)
     if x.shape[-1] > 6 * a:
         rot = torch.cat([rot, x[..., 6 * a :]], dim=-1)
-    return x * rope.cos + rot * rope.sin
+    return torch.addcmul(x * rope.cos, rot, rope.sin)  # one pass fewer than x*cos + rot*sin
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale) + shift
+    """x * (1 + scale) + shift, as one fused pass over x (addcmul; exported to ONNX as Mul and
+    Add). The ANE twin keeps the two-op form: coremltools 9.0 has no addcmul."""
+    return torch.addcmul(shift, x, 1 + scale)
 
 
 def attention_options(cfg: DiTConfig, variant: str, grid) -> dict:
@@ -200,7 +202,7 @@ class GLUMBConv(nn.Module):
         """x: (B, N, C) in (t, y, x) order, grid (T, H, W) -> (B, N, C)."""
         b, n, _ = x.shape
         t, h, w = grid
-        y = F.silu(self.inverted(x))  # (B, N, 2F)
+        y = F.silu(self.inverted(x), inplace=True)  # (B, N, 2F); in place: a fresh matmul output
         ch = y.shape[-1]
         y = y.view(b * t, h, w, ch).permute(0, 3, 1, 2)  # (B*T, 2F, H, W): one image per frame
         y = self.depthwise(y).permute(0, 2, 3, 1).reshape(b, n, ch)  # (B, N, 2F)
@@ -240,9 +242,10 @@ class DiTBlock(nn.Module):
             return z.view(b, t, n // t, c)
 
         h = modulate(frames(F.layer_norm(x, (c,), eps=eps)), shift_a, scale_a).view(b, n, c)
-        x = x + (gate_a * frames(self.attn(h, rope, grid))).view(b, n, c)
+        # gated residuals as one fused pass each: x + gate * y
+        x = torch.addcmul(frames(x), gate_a, frames(self.attn(h, rope, grid))).view(b, n, c)
         h = modulate(frames(F.layer_norm(x, (c,), eps=eps)), shift_f, scale_f).view(b, n, c)
-        return x + (gate_f * frames(self.ffn(h, grid))).view(b, n, c)
+        return torch.addcmul(frames(x), gate_f, frames(self.ffn(h, grid))).view(b, n, c)
 
 
 class FinalLayer(nn.Module):
