@@ -139,3 +139,22 @@ def test_model_table_on_onnxruntime_holds_or_loads_sessions(monkeypatch, hold):
     assert [m["pattern"] for m in res["models"]] == ["softmax*2", "relu_linear*2"]
     assert all(m["repeats"] == 2 and m["median_ms"] > 0 for m in res["models"])
     assert ("one onnxruntime session at a time" in res["measured_as"]) is not hold
+
+
+def test_ab_model_compares_a_revision_with_the_working_tree(tmp_path):
+    from bench.ab_model import main as ab_main
+
+    out = tmp_path / "ab.json"
+    ab_main(["--preset", "tiny", "--grid", "2x4x4", "--repeats", "3", "--out", str(out)])
+    (row,) = json.loads(out.read_text())["rows"]
+    # HEAD's model.py and the working tree's compute the same function of the same weights
+    assert row["max_abs_diff_rel"] < 1e-5
+    assert row["HEAD"]["repeats"] == row["working tree"]["repeats"] == 3
+    assert "working tree" in row["verdict"] and "HEAD" in row["verdict"]
+
+
+def test_ab_model_names_a_bad_revision():
+    from bench.ab_model import model_at
+
+    with pytest.raises(ValueError, match="rev: no hybrid_dit/model.py at git revision"):
+        model_at("no-such-revision")
