@@ -156,5 +156,5 @@ def test_ab_model_compares_a_revision_with_the_working_tree(tmp_path):
 def test_ab_model_names_a_bad_revision():
     from bench.ab_model import model_at
 
-    with pytest.raises(ValueError, match="rev: no hybrid_dit/model.py at git revision"):
+    with pytest.raises(ValueError, match=r"rev: no hybrid_dit/model\.py at git revision"):
         model_at("no-such-revision")
