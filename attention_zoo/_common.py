@@ -93,29 +93,45 @@ def featured_linear_triton(fn_name: str, feature_fn, reference_fn, q, k, v, eps,
     )
 
 
-def linear_fast(feature_fn):
-    """Builds a linear variant's fast CPU path from its feature map: the matmul form with V
-    padded by a column of ones, so one matmul per side gives numerator and denominator:
+def needs_grad(*ts: torch.Tensor) -> bool:
+    """Whether autograd would record an op on `ts`: in-place shortcuts are off then."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in ts)
 
-        S1 = phi_k^T [v, 1]   (F x (Dv + 1));   [num, den] = phi_q S1
 
-    Two batched GEMMs and one division, no einsum (whose CPU and onnxruntime
-    lowerings transpose their operands). Same math and compute precision as the
-    reference (keys times values first, fp32 or wider)."""
+def linear_fast(feature_fn, inplace_feature_fn=None):
+    """Builds a linear variant's fast CPU path from its feature map: the matmul form with the
+    key state padded by a column of key sums (the same as padding V with a column of ones,
+    without concatenating over the sequence), so one matmul per side gives numerator and
+    denominator:
+
+        S1 = [phi_k^T v, phi_k^T 1]   (F x (Dv + 1));   [num, den] = phi_q S1
+
+    Two batched GEMMs and one division, no einsum (whose CPU and onnxruntime lowerings
+    transpose their operands). Without autograd the feature map is `inplace_feature_fn`
+    where given (the same math with its steps in place in its own first buffer; it never
+    writes to its inputs), the division runs in place in the GEMM's output and the result
+    is a view of it: no N-sized buffer beyond those the math needs. With autograd the
+    steps run out of place, since in-place backward needs the overwritten values. Same
+    math and compute precision as the reference (keys times values first, fp32 or wider)."""
 
     def fast(q, k, v, eps, **feature_opts):
         dtype = q.dtype
         q, k, v = upcast(q, k, v)
-        phi_q, phi_k = feature_fn(q, k, **feature_opts)
-        ones = torch.ones((*v.shape[:-1], 1), dtype=v.dtype, device=v.device)
-        state = phi_k.transpose(-1, -2) @ torch.cat([v, ones], dim=-1)  # (B, H, F, Dv + 1)
+        grad = needs_grad(q, k, v)
+        features = feature_fn if grad or inplace_feature_fn is None else inplace_feature_fn
+        phi_q, phi_k = features(q, k, **feature_opts)
+        kv = phi_k.transpose(-1, -2) @ v  # (B, H, F, Dv)
+        state = torch.cat([kv, phi_k.sum(dim=-2).unsqueeze(-1)], dim=-1)  # (B, H, F, Dv + 1)
         out = phi_q @ state  # (B, H, Nq, Dv + 1)
         num, den = out[..., :-1], out[..., -1:]
-        return (num / (den + eps)).to(dtype)
+        if grad:
+            return (num / (den + eps)).to(dtype)
+        return num.div_(den + eps).to(dtype)
 
     fast.__doc__ = (
         "Fast CPU path. q, k: (B, H, Nq|Nk, D); v: (B, H, Nk, Dv) -> (B, H, Nq, Dv). "
-        "Matmul form with V padded by ones (numerator and denominator from one GEMM)."
+        "Matmul form with the key state padded by the key sums (numerator and "
+        "denominator from one GEMM)."
     )
     return fast
 

@@ -15,6 +15,7 @@ from attention_zoo._common import (
     featured_linear_triton,
     linear_flops,
     linear_reference,
+    needs_grad,
     upcast,
 )
 from attention_zoo.registry import Variant, register
@@ -47,23 +48,37 @@ _REFERENCE = linear_reference(cosformer_features)
 
 def cosformer_fast(q, k, v, eps):
     """Fast path without the 2D-wide feature tensors: phi(x_i) = [r_i c_i, r_i s_i] with c_i,
-    s_i scalars per token, so with v1 = [v, 1] (V padded by ones)
+    s_i scalars per token, so
 
-        phi_q S = c_q (r_q S_c) + s_q (r_q S_s),   S_c = r_k^T (c_k v1), S_s = r_k^T (s_k v1)
+        phi_q S = c_q (r_q S_c) + s_q (r_q S_s),
+        S_c = [r_k^T (c_k v), r_k^T c_k],   S_s = [r_k^T (s_k v), r_k^T s_k]
 
     two GEMMs of twice the width (the same FLOPs as the 2D-feature form), no concatenated
-    features. q, k: (B, H, Nq|Nk, D); v: (B, H, Nk, Dv) -> (B, H, Nq, Dv)."""
+    features; numerator and denominator come from the same GEMM (the key sums pad the
+    state, as in linear_fast). Without autograd the re-weighting and the division run in
+    place. q, k: (B, H, Nq|Nk, D); v: (B, H, Nk, Dv) -> (B, H, Nq, Dv)."""
     dtype = q.dtype
     q, k, v = upcast(q, k, v)
     nq, nk, dv = q.shape[-2], k.shape[-2], v.shape[-1]
     m = max(nq, nk)
     cq, sq = cos_sin_weights(nq, m, q.dtype, q.device)  # (Nq, 1) each
     ck, sk = cos_sin_weights(nk, m, k.dtype, k.device)
-    v1 = torch.cat([v, torch.ones((*v.shape[:-1], 1), dtype=v.dtype, device=v.device)], dim=-1)
-    state = torch.relu(k).transpose(-1, -2) @ torch.cat([v1 * ck, v1 * sk], dim=-1)
+    rk = torch.relu(k)
+    if needs_grad(q, k, v):
+        wv = torch.cat([v * ck, v * sk], dim=-1)  # (B, H, Nk, 2 Dv)
+    else:
+        wv = torch.empty((*v.shape[:-1], 2 * dv), dtype=v.dtype, device=v.device)
+        torch.mul(v, ck, out=wv[..., :dv])
+        torch.mul(v, sk, out=wv[..., dv:])
+    kv = rk.transpose(-1, -2) @ wv  # (B, H, D, 2 Dv)
+    z = (torch.cat([ck, sk], dim=-1).T @ rk).transpose(-1, -2)  # (B, H, D, 2)
+    state = torch.cat([kv[..., :dv], z[..., :1], kv[..., dv:], z[..., 1:]], dim=-1)
     out = torch.relu(q) @ state  # (B, H, Nq, 2 (Dv + 1))
-    out = out[..., : dv + 1] * cq + out[..., dv + 1 :] * sq  # (B, H, Nq, Dv + 1)
-    return (out[..., :-1] / (out[..., -1:] + eps)).to(dtype)
+    if needs_grad(q, k, v):
+        out = out[..., : dv + 1] * cq + out[..., dv + 1 :] * sq  # (B, H, Nq, Dv + 1)
+        return (out[..., :-1] / (out[..., -1:] + eps)).to(dtype)
+    out = out[..., : dv + 1].mul_(cq).addcmul_(out[..., dv + 1 :], sq)
+    return out[..., :-1].div_(out[..., -1:] + eps).to(dtype)
 
 
 def cosformer_triton(q, k, v, eps):

@@ -14,6 +14,11 @@ def elu1(x: torch.Tensor) -> torch.Tensor:
     return torch.exp(torch.clamp(x, max=0.0)) + torch.relu(x)
 
 
+def elu1_inplace(x: torch.Tensor) -> torch.Tensor:
+    """elu1 with its steps in place in one new buffer (x is not written); no autograd."""
+    return torch.clamp(x, max=0.0).exp_().add_(torch.relu(x))
+
+
 def elu_features(q, k):
     """phi(x) = elu(x) + 1 > 0: (B, H, N, D) each, compute dtype."""
     q, k = upcast(q, k)
@@ -21,7 +26,12 @@ def elu_features(q, k):
 
 
 _REFERENCE = linear_reference(elu_features)
-_FAST = linear_fast(elu_features)
+def elu_features_inplace(q, k):
+    q, k = upcast(q, k)
+    return elu1_inplace(q), elu1_inplace(k)
+
+
+_FAST = linear_fast(elu_features, elu_features_inplace)
 
 
 def elu_linear_triton(q, k, v, eps):

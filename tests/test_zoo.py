@@ -262,3 +262,24 @@ def test_gradients_flow_through_every_variant(name, impl):
     q, k, v = (t.requires_grad_() for t in make_qkv(1, 2, 6, 8, dtype=torch.float64))
     fn = getattr(var, impl)
     assert torch.autograd.gradcheck(lambda a, b, c: fn(a, b, c, **opts), (q, k, v))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", list(az.VARIANTS))
+def test_fast_path_never_writes_its_inputs(name, dtype):
+    """The fast paths run their steps in place where autograd is off (linear feature maps,
+    the division); in the compute dtype upcast() returns the caller's own tensors, so
+    in-place work must stay in buffers the path made. Inputs keep their values, and the
+    in-place (no-grad) result equals the out-of-place (autograd) one."""
+    var = az.get(name)
+    opts = opts_for(var, 60)
+    q, k, v = make_qkv(2, 3, 60, 16, dtype=dtype, seed=3)
+    before = [t.clone() for t in (q, k, v)]
+    with torch.no_grad():
+        out = var.fast(q, k, v, **opts)
+    for t, b in zip((q, k, v), before, strict=True):
+        assert torch.equal(t, b)
+    grads = [t.clone().requires_grad_() for t in (q, k, v)]
+    out_grad = var.fast(*grads, **opts)
+    assert out_grad.requires_grad
+    torch.testing.assert_close(out, out_grad.detach(), rtol=1e-5, atol=1e-6)
