@@ -26,6 +26,8 @@ def elu_features(q, k):
 
 
 _REFERENCE = linear_reference(elu_features)
+
+
 def elu_features_inplace(q, k):
     q, k = upcast(q, k)
     return elu1_inplace(q), elu1_inplace(k)
