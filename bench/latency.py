@@ -53,6 +53,11 @@ from hybrid_dit import (
 from hybrid_dit.model import DiTBlock, Rope, rope_tables
 
 BACKENDS = ("torch-cpu", "onnxruntime-cpu", "cuda")
+# Untimed runs of every new onnxruntime session before it is timed: its second run is its
+# slowest (measured on a Zen 5: mobilei2v 4-block stacks took 1.7-3.5 s, 2.6-4.2 s, then
+# 1.35-1.6 s from the third run on; onnxruntime allocates its planned memory pattern on the
+# run after the first), so a session run once untimed was timed before its steady state.
+ORT_WARM_RUNS = 2
 
 
 def check_backend(backend: str) -> None:
@@ -119,7 +124,8 @@ def make_runner(
 ) -> Callable[[], object] | Loaded:
     """A no-argument callable that runs `module(*inputs)` on `backend`. With
     `load_per_call`, an onnxruntime model is exported now but its session is made only
-    when timed (bench.machine.Loaded): whole-model sessions are too big to hold several."""
+    when timed (bench.machine.Loaded): whole-model sessions are too big to hold several.
+    Every onnxruntime session is run ORT_WARM_RUNS times untimed when made."""
     module.eval()
     if backend in ("torch-cpu", "cuda"):
 
@@ -138,9 +144,16 @@ def make_runner(
 
     def load():
         sess = session(path)
-        return lambda: sess.run(None, feed)
 
-    return Loaded(load) if load_per_call else load()
+        def run():
+            return sess.run(None, feed)
+
+        for _ in range(ORT_WARM_RUNS):
+            run()
+        return run
+
+    # load() warms the session itself, held or made per call alike
+    return Loaded(load, warm=0) if load_per_call else load()
 
 
 def sync_for(backend):
@@ -293,7 +306,8 @@ def model_table(
     interleaved in `repeats` rounds with the same weights; with a block table, the
     prediction overhead + sum of block latencies and its error next to each. On
     onnxruntime, when the sessions would not fit side by side (hold_sessions), one is held
-    at a time: made, run once untimed and timed once per round (bench.machine.Loaded)."""
+    at a time: made, run ORT_WARM_RUNS times untimed and timed once per round
+    (bench.machine.Loaded)."""
     check_backend(backend)
     cfg = PRESETS[preset] if isinstance(preset, str) else preset
     grid = check_grid(grid)
@@ -354,8 +368,8 @@ def model_table(
         rows.append(row)
     return {
         "what": "whole-model latency, one denoising step, batch 1, patterns interleaved",
-        "measured_as": "one onnxruntime session at a time, made and run once untimed before "
-        "each timed call"
+        "measured_as": f"one onnxruntime session at a time, made and run {ORT_WARM_RUNS} "
+        "times untimed before each timed call"
         if one_at_a_time
         else f"{warmup} untimed round(s), then timed rounds",
         "preset": cfg.to_dict(),

@@ -5,11 +5,13 @@ from the analytic counts and the fraction of the fp32 GEMM rate measured in the 
 (the roofline scale on a CPU).
 
     python -m bench.zoo_cpu                   # every variant at DEFAULT_GRIDS
+    python -m bench.zoo_cpu --grids 3x23x40 --repeats 21 --out bench/results/zoo-cpu.json
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -125,16 +127,58 @@ def compare_implementations(
     }
 
 
-def main() -> int:
-    res = compare_implementations()
-    print(
-        f"fp32 GEMM {res['gemm']['gflops']:.1f} GFLOP/s, {res['machine']['torch_threads']} threads"
-    )
+def table(res: dict) -> str:
+    """The rows as a markdown table: median [95% CI] and the multiple of the GEMM floor."""
+    lines = [
+        f"fp32 GEMM {res['gemm']['gflops']:.1f} GFLOP/s, "
+        f"{res['machine']['torch_threads']} threads, {res['machine']['cpu']}, load average "
+        f"{res['load_average_before'][0]:.2f} -> {res['load_average_after'][0]:.2f}",
+        "| N | variant | implementation | ms, median [95% CI] | x GEMM floor |",
+        "|---:|---|---|---|---:|",
+    ]
     for r in res["rows"]:
-        print(
-            f"N={r['N']:5d} {r['variant']:15s} {r['impl']:18s} {r['median_ms']:9.2f} ms "
-            f"[{r['ci_low_ms']:.2f}, {r['ci_high_ms']:.2f}]  {r['of_gemm_floor']:.2f}x GEMM floor"
+        lines.append(
+            f"| {r['N']} | {r['variant']} | {r['impl']}{' (peer)' if r['peer'] else ''} | "
+            f"{r['median_ms']:.2f} [{r['ci_low_ms']:.2f}, {r['ci_high_ms']:.2f}] | "
+            f"{r['of_gemm_floor']:.2f} |"
         )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import os
+
+    from export.files import write_json
+    from hybrid_dit import parse_grid
+
+    p = argparse.ArgumentParser(prog="python -m bench.zoo_cpu", description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--grids",
+        default=";".join("x".join(map(str, g)) for g in DEFAULT_GRIDS),
+        help="token grids TxHxW separated by ';'",
+    )
+    p.add_argument("--variants", default=None, help="comma-separated (default: all)")
+    p.add_argument("--repeats", type=int, default=7, help="interleaved rounds per grid")
+    p.add_argument("--out", type=Path, default=None, help="also write the result as JSON")
+    args = p.parse_args(argv)
+    if args.repeats < 1:
+        p.error("--repeats must be >= 1")
+    try:
+        grids = [parse_grid(g, "--grids") for g in args.grids.split(";")]
+        variants = None if args.variants is None else args.variants.split(",")
+        if variants is not None:
+            for v in variants:
+                az.get(v)
+    except (ValueError, KeyError) as e:
+        p.error(str(e.args[0]))
+    load_before = os.getloadavg()
+    res = compare_implementations(grids=grids, variants=variants, repeats=args.repeats)
+    res["load_average_before"], res["load_average_after"] = list(load_before), list(os.getloadavg())
+    print(table(res))
+    if args.out is not None:
+        write_json(args.out, res)
+        print(f"wrote {args.out}")
     return 0
 
 

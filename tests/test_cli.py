@@ -63,6 +63,30 @@ def test_implementation_comparison_rows():
     assert res["gemm"]["gflops"] > 0
 
 
+def test_zoo_cpu_command_writes_its_table(tmp_path, capsys):
+    """python -m bench.zoo_cpu: its options are checked, and --out gets the printed rows."""
+    from bench.zoo_cpu import main as zoo_main
+
+    for argv, msg in (
+        (["--grids", "2x3"], "--grids must be TxHxW"),
+        (["--variants", "nope"], "unknown attention variant"),
+        (["--repeats", "0"], "--repeats must be >= 1"),
+    ):
+        with pytest.raises(SystemExit):
+            zoo_main(argv)
+        assert msg in capsys.readouterr().err
+    out = tmp_path / "zoo.json"
+    assert zoo_main(["--grids", "1x2x3", "--variants", "relu_linear", "--repeats", "1",
+                     "--out", str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    assert {(r["variant"], r["impl"]) for r in doc["rows"]} == {
+        ("relu_linear", "fast"), ("relu_linear", "reference"), ("relu_linear", "sana_lite_la")
+    }
+    assert all(r["N"] == 6 for r in doc["rows"]) and len(doc["load_average_before"]) == 3
+    assert printed.count("| 6 | relu_linear |") == 3
+
+
 def test_tables_align():
     t = text_table(["a", "num"], [["x", "1.5"], ["long", "10"]])
     lines = t.splitlines()

@@ -16,6 +16,7 @@ from bench.machine import (
     cpu_model,
     gemm_rate,
     machine_info,
+    ort_gemm_rate,
     time_fn,
     usable_cores,
 )
@@ -58,6 +59,42 @@ def test_gemm_rate_is_a_positive_finite_rate():
     assert math.isfinite(rate) and rate > 0
     with pytest.raises(ValueError, match="n must be a positive int"):
         gemm_rate(n=0)
+
+
+def test_ort_gemm_rate_times_one_matmul_through_the_session_helper(monkeypatch):
+    """ort_gemm_rate runs an (n x n) @ (n x n) MatMul in a session from export.onnx.session
+    (threads as torch's, spinning off) and converts the median time at 2 n^3 FLOPs."""
+    import numpy as np
+
+    import bench.machine as bm
+    import export.onnx as eo
+
+    made, seen = [], {}
+    real_session = eo.session
+
+    def spy(path, *args, **kwargs):
+        made.append(real_session(path, *args, **kwargs))
+        return made[-1]
+
+    def fake_time_fn(fn, warmup, repeats, *args):
+        seen["out"], seen["repeats"] = fn(), repeats
+        return {"median": 0.25}
+
+    monkeypatch.setattr(eo, "session", spy)
+    monkeypatch.setattr(bm, "time_fn", fake_time_fn)
+    n = 48
+    assert ort_gemm_rate(n=n, repeats=3) == pytest.approx(2 * n**3 / 0.25 / 1e9)
+    assert len(made) == 1 and seen["repeats"] == 3
+    (out,) = seen["out"]
+    assert out.shape == (n, n) and out.dtype == np.float32 and np.isfinite(out).all()
+    opts = eo.session_options(made[0])
+    assert opts["intra_op_threads"] == torch.get_num_threads()
+    assert opts["inter_op_threads"] == 1 and opts["allow_spinning"] == "0"
+    monkeypatch.undo()
+    rate = ort_gemm_rate(n=64, repeats=3)
+    assert math.isfinite(rate) and rate > 0
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        ort_gemm_rate(n=0)
 
 
 def test_copy_bandwidth_is_a_positive_finite_rate():

@@ -117,3 +117,36 @@ def test_loaded_checks_its_arguments():
         Loaded(None)
     with pytest.raises(ValueError, match="warm must be an int >= 0, got -1"):
         Loaded(lambda: None, warm=-1)
+
+
+@pytest.mark.parametrize("load_per_call", [False, True])
+def test_onnxruntime_runners_are_warmed_past_the_slow_second_run(tmp_path, monkeypatch,
+                                                                 load_per_call):  # fmt: skip
+    """A new onnxruntime session's first two runs are not its steady state (the second is
+    its slowest): bench.latency.make_runner runs every session it makes ORT_WARM_RUNS
+    times before handing it out, held or made per timed call."""
+    import torch
+
+    import export.onnx as eo
+    from bench.latency import ORT_WARM_RUNS, make_runner
+
+    runs = []
+    real_session = eo.session
+
+    class Counting:
+        def __init__(self, sess):
+            self.sess = sess
+
+        def run(self, *args):
+            runs.append(1)
+            return self.sess.run(*args)
+
+    monkeypatch.setattr(eo, "session", lambda path: Counting(real_session(path)))
+    module = torch.nn.Linear(4, 3)
+    r = make_runner(module, (torch.randn(2, 4),), "onnxruntime-cpu", tmp_path, load_per_call)
+    if load_per_call:
+        assert isinstance(r, Loaded) and r.warm == 0 and not runs
+        r = r.load()
+    assert ORT_WARM_RUNS >= 2 and len(runs) == ORT_WARM_RUNS
+    (out,) = r()
+    assert len(runs) == ORT_WARM_RUNS + 1 and out.shape == (2, 3)
