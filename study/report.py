@@ -151,10 +151,11 @@ def _zoo_section(zoo, out) -> list[str]:
         "## 1. The attention zoo on this CPU",
         "",
         f"fp32, B={zoo['shape']['B']}, H={zoo['shape']['H']}, D={zoo['shape']['D']}; "
-        '`fast` is what `impl="auto"` runs on a CPU (torch\'s fused SDPA, matmul forms with the '
-        "key state padded by the key sums), `reference` the exact-math definition, peers are torch SDPA and "
-        "SANA's LiteLA; all candidates of a grid timed interleaved. `x GEMM floor`: median "
-        "time over the time the analytic FLOPs take at the measured GEMM rate.",
+        '`fast` is what `impl="auto"` runs on a CPU (torch\'s fused SDPA, matmul forms with '
+        "the key state padded by the key sums), `reference` the exact-math definition, peers "
+        "are torch SDPA and SANA's LiteLA; all candidates of a grid timed interleaved. "
+        "`x GEMM floor`: median time over the time the analytic FLOPs take at the measured "
+        "GEMM rate.",
         "",
         markdown_table(head, body),
         "",
