@@ -81,7 +81,9 @@ def test_zoo_cpu_command_writes_its_table(tmp_path, capsys):
     printed = capsys.readouterr().out
     doc = json.loads(out.read_text())
     assert {(r["variant"], r["impl"]) for r in doc["rows"]} == {
-        ("relu_linear", "fast"), ("relu_linear", "reference"), ("relu_linear", "sana_lite_la")
+        ("relu_linear", "fast"),
+        ("relu_linear", "reference"),
+        ("relu_linear", "sana_lite_la"),
     }
     assert all(r["N"] == 6 for r in doc["rows"]) and len(doc["load_average_before"]) == 3
     assert printed.count("| 6 | relu_linear |") == 3
