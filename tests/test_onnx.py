@@ -144,7 +144,8 @@ def _op_types(model_proto) -> set[str]:
 
 def test_exported_linear_attention_runs_as_matmuls_without_einsum(tmp_path):
     """onnxruntime's CPU Einsum transposes its inputs (onnxruntime issue 5897): the linear
-    forms export as MatMul with V padded by ones, softmax as MatMul-Softmax-MatMul."""
+    forms export as MatMul with the key state padded by the key sums, softmax as
+    MatMul-Softmax-MatMul."""
     for pattern, must in (("relu_linear", "MatMul"), ("softmax", "Softmax")):
         model = tiny_model(pattern)
         args = example(model, 2, 3, 4)
