@@ -55,8 +55,9 @@ from hybrid_dit.model import DiTBlock, Rope, rope_tables
 BACKENDS = ("torch-cpu", "onnxruntime-cpu", "cuda")
 # Untimed runs of every new onnxruntime session before it is timed: its second run is its
 # slowest (measured on a Zen 5: mobilei2v 4-block stacks took 1.7-3.5 s, 2.6-4.2 s, then
-# 1.35-1.6 s from the third run on; onnxruntime allocates its planned memory pattern on the
-# run after the first), so a session run once untimed was timed before its steady state.
+# 1.35-1.6 s from the third run on; a likely cause, not verified: onnxruntime plans its memory
+# pattern on the first run and allocates it on the next), so a session run once untimed was
+# timed before its steady state.
 ORT_WARM_RUNS = 2
 
 
