@@ -64,7 +64,8 @@ def cosformer_fast(q, k, v, eps):
     cq, sq = cos_sin_weights(nq, m, q.dtype, q.device)  # (Nq, 1) each
     ck, sk = cos_sin_weights(nk, m, k.dtype, k.device)
     rk = torch.relu(k)
-    if needs_grad(q, k, v):
+    grad = needs_grad(q, k, v)
+    if grad:
         wv = torch.cat([v * ck, v * sk], dim=-1)  # (B, H, Nk, 2 Dv)
     else:
         wv = torch.empty((*v.shape[:-1], 2 * dv), dtype=v.dtype, device=v.device)
@@ -74,7 +75,7 @@ def cosformer_fast(q, k, v, eps):
     z = (torch.cat([ck, sk], dim=-1).T @ rk).transpose(-1, -2)  # (B, H, D, 2)
     state = torch.cat([kv[..., :dv], z[..., :1], kv[..., dv:], z[..., 1:]], dim=-1)
     out = torch.relu(q) @ state  # (B, H, Nq, 2 (Dv + 1))
-    if needs_grad(q, k, v):
+    if grad:
         out = out[..., : dv + 1] * cq + out[..., dv + 1 :] * sq  # (B, H, Nq, Dv + 1)
         return (out[..., :-1] / (out[..., -1:] + eps)).to(dtype)
     out = out[..., : dv + 1].mul_(cq).addcmul_(out[..., dv + 1 :], sq)

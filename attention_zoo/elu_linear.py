@@ -25,14 +25,12 @@ def elu_features(q, k):
     return elu1(q), elu1(k)
 
 
-_REFERENCE = linear_reference(elu_features)
-
-
 def elu_features_inplace(q, k):
     q, k = upcast(q, k)
     return elu1_inplace(q), elu1_inplace(k)
 
 
+_REFERENCE = linear_reference(elu_features)
 _FAST = linear_fast(elu_features, elu_features_inplace)
 
 
