@@ -76,7 +76,8 @@ def test_distillation_is_deterministic_for_a_seed(teacher, tmp_path):
 def test_distill_resumes_after_sigkill_with_no_half_written_file(teacher, tmp_path):
     out = tmp_path / "s.safetensors"
     argv = [sys.executable, "-m", "mobileattn.cli", "distill", "--teacher", str(teacher)]
-    argv += ["--steps", "2", "--out", str(out), "--train-steps", "40", "--pool", "8"]
+    # enough steps that the run cannot finish between its first checkpoint and the kill
+    argv += ["--steps", "2", "--out", str(out), "--train-steps", "120", "--pool", "8"]
     argv += ["--batch", "2", "--checkpoint-every", "5", "--cache", str(tmp_path / "c")]
     argv += ["--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -88,6 +89,7 @@ def test_distill_resumes_after_sigkill_with_no_half_written_file(teacher, tmp_pa
         assert time.monotonic() - t0 < 240, "no checkpoint appeared"
         time.sleep(0.05)
     time.sleep(0.3)
+    assert proc.poll() is None, "the run ended before it was killed: give it more --train-steps"
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert not out.exists()  # never a half-written student
