@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 import hybrid_dit.model as current
-from bench.machine import machine_info, time_interleaved
+from bench.machine import keep_freed_memory, machine_info, time_interleaved
 from bench.stats import ms_row, speed_verdict
 from hybrid_dit import PRESETS, check_grid, example_inputs, format_pattern, parse_grid
 
@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--out", default="bench/results/ab-model.json")
     args = ap.parse_args(argv)
+    keep_freed_memory()  # the allocator every timing of ours runs with
     res = ab_model(args.rev, args.preset, args.grid, args.variants.split(","), args.repeats)
     for r in res["rows"]:
         print(f"{r['pattern']}: {r['verdict']}; max |diff| / max |out| {r['max_abs_diff_rel']:.1e}")

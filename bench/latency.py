@@ -34,6 +34,7 @@ from tqdm import tqdm
 import attention_zoo as az
 from bench.machine import (
     Loaded,
+    allocator_info,
     available_memory,
     gemm_rate,
     machine_info,
@@ -163,7 +164,14 @@ def sync_for(backend):
 
 def runtime_info(backend: str) -> dict:
     """How the backend is configured for these timings (threads, spinning, optimisation)."""
-    info = {"torch_threads": torch.get_num_threads(), "impl": "auto"}
+    alloc = allocator_info()
+    # the allocator decides how many page faults a torch step takes (keep_freed_memory)
+    info = {
+        "torch_threads": torch.get_num_threads(),
+        "impl": "auto",
+        "allocator": alloc["allocator"],
+        "keeps_freed_memory": alloc["keeps_freed_memory"],
+    }
     if backend == "onnxruntime-cpu":
         import onnxruntime as ort
 

@@ -7,7 +7,13 @@ import json
 
 import pytest
 
-from bench.model_cpu import in_model_blocks, leave_one_out, main, predictor_summary
+from bench.model_cpu import (
+    in_model_blocks,
+    leave_one_out,
+    main,
+    predictor_summary,
+    scaled_leave_one_out,
+)
 
 OVERHEAD, DEPTH = 10.0, 4
 BLOCK = {"softmax": 100.0, "relu_linear": 60.0}  # in-model block latencies, ms
@@ -158,3 +164,19 @@ def test_ab_model_names_a_bad_revision():
 
     with pytest.raises(ValueError, match=r"rev: no hybrid_dit/model\.py at git revision"):
         model_at("no-such-revision")
+
+
+def test_scaled_leave_one_out_calibrates_one_factor_held_out():
+    # a table 0.8x the in-model latencies: the held-out factor is 1.25 and exact
+    res = scaled_leave_one_out(synthetic_table(0.8))
+    assert res["configs"] == len(PATTERNS)
+    assert res["factor"] == pytest.approx(1.25)
+    assert res["worst_error"] == pytest.approx(0, abs=1e-9)
+    t = synthetic_table(0.8)
+    t["models"]["models"][1]["median_ms"] *= 1.1  # one disturbed model
+    res = scaled_leave_one_out(t)
+    held = next(r for r in res["rows"] if r["pattern"] == ",".join(PATTERNS[1]))
+    # predicted from the others' factor (all 1.25, exact): 1 / 1.1 - 1 of measured
+    assert held["error"] == pytest.approx(1 / 1.1 - 1)
+    assert res["worst_error"] == pytest.approx(abs(1 / 1.1 - 1))
+    assert scaled_leave_one_out(synthetic_table(drop=(1, 2, 3, 4)))["configs"] == 0
