@@ -27,6 +27,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -41,7 +42,7 @@ from bench.machine import (
     no_cache,
     time_interleaved,
 )
-from bench.stats import ms_row, relative_error
+from bench.stats import ms_row, rank_correlation, relative_error
 from hybrid_dit import (
     PRESETS,
     DiTConfig,
@@ -433,6 +434,37 @@ def predict_ms(blocks: dict, attention: Sequence[str]) -> float:
     if missing:
         raise ValueError(f"the block table has no latency for {', '.join(missing)}")
     return blocks["overhead"]["median_ms"] + sum(per[v] for v in attention)
+
+
+def scaled_leave_one_out(table: dict) -> dict:
+    """A predictor that keeps the block table's relative costs and calibrates one number,
+    the in-model factor f: predicted = overhead + f * sum of the table's block latencies,
+    with f the median of (model - overhead) / block sum over the *other* whole models.
+    One parameter, so it predicts patterns and variants no whole model was built of (the
+    search's candidates) from the few the study builds anyway. Held-out errors per model."""
+    per = {r["variant"]: r["median_ms"] for r in table["blocks"]["variants"]}
+    overhead = table["blocks"]["overhead"]["median_ms"]
+    models = table["models"]["models"]
+    sums = [sum(per[v] for v in m["attention"]) for m in models]
+    factors = [(m["median_ms"] - overhead) / s for m, s in zip(models, sums, strict=True)]
+    rows = []
+    for i, m in enumerate(models):
+        others = factors[:i] + factors[i + 1 :]
+        if not others:
+            continue
+        pred = overhead + float(np.median(others)) * sums[i]
+        rows.append({"pattern": m["pattern"], "predicted_ms": pred,
+                     "error": relative_error(pred, m["median_ms"])})  # fmt: skip
+    meas = [m["median_ms"] for m in models if any(r["pattern"] == m["pattern"] for r in rows)]
+    return {
+        "what": "overhead + f * block sum, f the median in-model factor of the other models",
+        "factor": float(np.median(factors)) if factors else None,
+        "factors": dict(zip((m["pattern"] for m in models), factors, strict=True)),
+        "rows": rows,
+        "configs": len(rows),
+        "worst_error": max((abs(r["error"]) for r in rows), default=None),
+        "spearman": rank_correlation([r["predicted_ms"] for r in rows], meas),
+    }
 
 
 def per_block_latency(blocks: dict) -> list[dict[str, float]]:

@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.latency import block_table, model_table
+from bench.latency import block_table, model_table, scaled_leave_one_out
 from bench.machine import gemm_rate, machine_info, ort_gemm_rate
-from bench.stats import relative_error, spearman
+from bench.stats import rank_correlation, relative_error
 from hybrid_dit import PRESETS, format_pattern, model_flops, parse_grid, reference_patterns
 
 RESULTS = Path(__file__).resolve().parent / "results" / "model-cpu.json"
@@ -145,11 +145,6 @@ def predictor_summary(rows: list[dict], tables: dict, depth: int) -> dict:
     return out
 
 
-def rank_correlation(pred: list[float], meas: list[float]) -> float | None:
-    """Spearman of predicted vs measured; None where either is constant (undefined)."""
-    return spearman(pred, meas) if len(set(pred)) > 1 and len(set(meas)) > 1 else None
-
-
 def in_model_blocks(table: dict, depth: int) -> list[dict]:
     """What the block sum misses, per variant: a block's latency inside a whole model of
     that variant alone ((model - overhead) / depth) beside the block table's (a stack)."""
@@ -196,37 +191,6 @@ def leave_one_out(table: dict) -> dict:
         "configs": len(rows),
         "worst_error": max((abs(r["error"]) for r in rows), default=None),
         "spearman": rank_correlation(pred, meas),
-    }
-
-
-def scaled_leave_one_out(table: dict) -> dict:
-    """A predictor that keeps the block table's relative costs and calibrates one number,
-    the in-model factor f: predicted = overhead + f * sum of the table's block latencies,
-    with f the median of (model - overhead) / block sum over the *other* whole models.
-    One parameter, so it predicts patterns and variants no whole model was built of (the
-    search's candidates) from the few the study builds anyway. Held-out errors per model."""
-    per = {r["variant"]: r["median_ms"] for r in table["blocks"]["variants"]}
-    overhead = table["blocks"]["overhead"]["median_ms"]
-    models = table["models"]["models"]
-    sums = [sum(per[v] for v in m["attention"]) for m in models]
-    factors = [(m["median_ms"] - overhead) / s for m, s in zip(models, sums, strict=True)]
-    rows = []
-    for i, m in enumerate(models):
-        others = factors[:i] + factors[i + 1 :]
-        if not others:
-            continue
-        pred = overhead + float(np.median(others)) * sums[i]
-        rows.append({"pattern": m["pattern"], "predicted_ms": pred,
-                     "error": relative_error(pred, m["median_ms"])})  # fmt: skip
-    meas = [m["median_ms"] for m in models if any(r["pattern"] == m["pattern"] for r in rows)]
-    return {
-        "what": "overhead + f * block sum, f the median in-model factor of the other models",
-        "factor": float(np.median(factors)) if factors else None,
-        "factors": dict(zip((m["pattern"] for m in models), factors, strict=True)),
-        "rows": rows,
-        "configs": len(rows),
-        "worst_error": max((abs(r["error"]) for r in rows), default=None),
-        "spearman": rank_correlation([r["predicted_ms"] for r in rows], meas),
     }
 
 

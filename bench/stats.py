@@ -156,6 +156,11 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     return sxy / math.sqrt(sxx * syy)
 
 
+def rank_correlation(pred: Sequence[float], meas: Sequence[float]) -> float | None:
+    """Spearman of predicted vs measured; None where either is constant (undefined)."""
+    return spearman(pred, meas) if len(set(pred)) > 1 and len(set(meas)) > 1 else None
+
+
 def _ranks(values: Sequence[float]) -> list[float]:
     """1-based ranks; tied values share the average of their ranks."""
     order = sorted(range(len(values)), key=lambda i: values[i])

@@ -575,7 +575,7 @@ class Study:
         real (block distillation against that step count's model) and measured on held-out
         clips; whole models of every pattern built timed interleaved; predicted vs
         measured; chosen vs recipe per clip (paired) for the robustness table."""
-        from bench.latency import model_table
+        from bench.latency import model_table, scaled_leave_one_out
         from study.search import spearman
 
         def run():
@@ -662,6 +662,14 @@ class Study:
                 },
                 "worst_step_prediction_error": {
                     b: max(abs(m["prediction_error"]) for m in t["models"])
+                    for b, t in latency.items()
+                },
+                # the block table's relative costs times one in-model factor calibrated on
+                # the other whole models built here, each model held out in turn
+                "calibrated_step_prediction": {
+                    b: scaled_leave_one_out(
+                        {"blocks": self.tables["latency"]["blocks"][b], "models": t}
+                    )
                     for b, t in latency.items()
                 },
                 "spearman_quality": rho(None, "predicted_mse", "mse"),

@@ -457,10 +457,18 @@ def _validate_section(v, cfg) -> list[str]:
     for b in backends:
         rho = v["spearman_latency"].get(b)
         worst = 100 * v["worst_step_prediction_error"][b]
-        md.append(
+        line = (
             f"- {b}: worst whole-model prediction error {worst:.1f}% (goal 5%), Spearman "
-            f"predicted vs measured clip latency {_f(rho)}."
+            f"predicted vs measured clip latency {_f(rho)}"
         )
+        cal = v.get("calibrated_step_prediction", {}).get(b)
+        if cal and cal["configs"]:
+            line += (
+                f"; the block table times one in-model factor ({cal['factor']:.3f}, fitted "
+                f"to the other models, each held out): worst error "
+                f"{100 * cal['worst_error']:.1f}% over {cal['configs']} models"
+            )
+        md.append(line + ".")
     md.append(f"- Quality: Spearman predicted vs measured pixel MSE {_f(v['spearman_quality'])}.")
     target = cfg.target
     for t in sorted({r["teacher"] for r in v["configs"]}):

@@ -7,13 +7,8 @@ import json
 
 import pytest
 
-from bench.model_cpu import (
-    in_model_blocks,
-    leave_one_out,
-    main,
-    predictor_summary,
-    scaled_leave_one_out,
-)
+from bench.latency import scaled_leave_one_out
+from bench.model_cpu import in_model_blocks, leave_one_out, main, predictor_summary
 
 OVERHEAD, DEPTH = 10.0, 4
 BLOCK = {"softmax": 100.0, "relu_linear": 60.0}  # in-model block latencies, ms
