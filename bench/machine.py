@@ -65,16 +65,42 @@ def cpu_details() -> dict[str, Any]:
 
 
 def available_memory() -> int:
-    """Bytes of memory available to new allocations now (Linux MemAvailable; elsewhere the
-    free physical pages)."""
+    """Bytes of memory available to this process's new allocations now: the system's
+    (Linux MemAvailable; elsewhere the free physical pages) plus what the process has freed
+    and its allocator keeps for reuse (free_heap_bytes; with keep_freed_memory that is the
+    process's whole past peak, which the system counts as used)."""
+    system = None
     try:
         with open("/proc/meminfo", encoding="utf-8") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    system = int(line.split()[1]) * 1024
+                    break
     except OSError:
         pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if system is None:
+        system = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return system + free_heap_bytes()
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost",
+    )]  # fmt: skip
+
+
+def free_heap_bytes() -> int:
+    """Bytes this process's glibc heap holds free for reuse (mallinfo2's fordblks, every
+    arena); 0 off glibc or before glibc 2.33 (no mallinfo2)."""
+    libc_name = ctypes.util.find_library("c") if platform.libc_ver()[0] == "glibc" else None
+    if libc_name is None:
+        return 0
+    fn = getattr(ctypes.CDLL(libc_name), "mallinfo2", None)
+    if fn is None:
+        return 0
+    fn.restype = _Mallinfo2
+    return int(fn().fordblks)
 
 
 def usable_cores() -> int:
@@ -99,13 +125,15 @@ def keep_freed_memory() -> dict[str, Any]:
 
     Why: glibc gives every block over its mmap threshold (at most 32 MiB) fresh pages from
     the kernel and returns them on free, so every large activation of a model step costs a
-    page fault per 4 KiB page, zero-filled by the kernel: ~80,000 faults and a quarter of
-    the CPU time of a mobilei2v relu_linear block on torch at 3 x 23 x 40 (measured on an
-    AVX2 Zen 3, bench/results/model-cpu.json). onnxruntime's arena and the jemalloc /
-    tcmalloc that PyTorch's CPU tuning guide recommends avoid this; this is the same reuse
-    without a preloaded library. The price: the process's resident memory stays at its
-    peak. A no-op off glibc (recorded as such), or where the environment sets
-    MOBILEATTN_KEEP_FREED_MEMORY=0. Idempotent; affects the whole process."""
+    page fault per 4 KiB page, zero-filled by the kernel: ~64,000 faults per mobilei2v
+    block on torch at 3 x 23 x 40 and up to a quarter of its CPU time in the kernel
+    (measured on an AVX2 Zen 3, bench/results/ab-allocator.json). onnxruntime's arena and
+    the jemalloc / tcmalloc that PyTorch's CPU tuning guide recommends avoid this; this is
+    the same reuse without a preloaded library. The price: the process's resident memory
+    stays near its peak (only a free top of the heap past 2 GiB goes back to the system),
+    which available_memory counts as this process's own. A no-op off glibc (recorded as
+    such), or where the environment sets MOBILEATTN_KEEP_FREED_MEMORY=0. Idempotent;
+    affects the whole process."""
     if os.environ.get(KEEP_FREED_ENV, "1") == "0":
         _ALLOCATOR.update(allocator="default", keeps_freed_memory=False,
                           why=f"{KEEP_FREED_ENV}=0")  # fmt: skip
@@ -116,7 +144,7 @@ def keep_freed_memory() -> dict[str, Any]:
         return allocator_info()
     libc = ctypes.CDLL(libc_name)
     ok = libc.mallopt(_M_MMAP_MAX, 0) == 1
-    # the largest value mallopt takes (an int): freed memory at the heap's top stays
+    # the largest value mallopt takes (an int): up to 2 GiB free at the heap's top stays
     ok = ok and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
     if not ok:  # glibc refused a setting: say so rather than pretend
         _ALLOCATOR.update(allocator="glibc", keeps_freed_memory=False, why="mallopt refused")

@@ -132,7 +132,7 @@ def test_grid_for_finds_the_video_grids():
 FAULTS_PROBE = """
 import json, resource, sys
 import torch
-from bench.machine import allocator_info, keep_freed_memory
+from bench.machine import allocator_info, free_heap_bytes, keep_freed_memory
 info = keep_freed_memory() if sys.argv[1] == "keep" else allocator_info()
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -143,7 +143,7 @@ for _ in range(10):
 before = faults()
 for _ in range(5):
     torch.empty(2**24).fill_(1.0)  # allocated, written, freed
-print(json.dumps({"faults": faults() - before, "info": info}))
+print(json.dumps({"faults": faults() - before, "info": info, "free_heap": free_heap_bytes()}))
 """
 
 
@@ -170,6 +170,8 @@ def test_keep_freed_memory_reuses_large_blocks_instead_of_faulting_them_in():
     assert kept["info"]["allocator"] == "glibc, mmap off, trim off"
     assert default["info"]["keeps_freed_memory"] is False
     assert kept["info"]["peak_rss_mib"] > 64
+    # what the process freed and keeps counts as available to it (hold_sessions)
+    assert kept["free_heap"] >= 2**26 > default["free_heap"]
 
 
 def test_keep_freed_memory_can_be_turned_off(monkeypatch):
