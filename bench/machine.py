@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import os
 import platform
@@ -83,6 +84,13 @@ def available_memory() -> int:
     return system + free_heap_bytes()
 
 
+@functools.lru_cache(maxsize=1)
+def _glibc():
+    """This process's glibc (ctypes), or None off glibc."""
+    name = ctypes.util.find_library("c") if platform.libc_ver()[0] == "glibc" else None
+    return ctypes.CDLL(name) if name is not None else None
+
+
 class _Mallinfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in (
         "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
@@ -93,10 +101,8 @@ class _Mallinfo2(ctypes.Structure):
 def free_heap_bytes() -> int:
     """Bytes this process's glibc heap holds free for reuse (mallinfo2's fordblks, every
     arena); 0 off glibc or before glibc 2.33 (no mallinfo2)."""
-    libc_name = ctypes.util.find_library("c") if platform.libc_ver()[0] == "glibc" else None
-    if libc_name is None:
-        return 0
-    fn = getattr(ctypes.CDLL(libc_name), "mallinfo2", None)
+    libc = _glibc()
+    fn = getattr(libc, "mallinfo2", None) if libc is not None else None
     if fn is None:
         return 0
     fn.restype = _Mallinfo2
@@ -138,11 +144,10 @@ def keep_freed_memory() -> dict[str, Any]:
         _ALLOCATOR.update(allocator="default", keeps_freed_memory=False,
                           why=f"{KEEP_FREED_ENV}=0")  # fmt: skip
         return allocator_info()
-    libc_name = ctypes.util.find_library("c") if platform.system() == "Linux" else None
-    if platform.libc_ver()[0] != "glibc" or libc_name is None:
+    libc = _glibc()
+    if libc is None:
         _ALLOCATOR.update(allocator="default", keeps_freed_memory=False, why="not glibc")
         return allocator_info()
-    libc = ctypes.CDLL(libc_name)
     ok = libc.mallopt(_M_MMAP_MAX, 0) == 1
     # the largest value mallopt takes (an int): up to 2 GiB free at the heap's top stays
     ok = ok and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
