@@ -142,7 +142,8 @@ def make_runner(
     fd, name = tempfile.mkstemp(suffix=".onnx", dir=workdir)
     os.close(fd)
     path = Path(name)
-    to_onnx(module, inputs, path)
+    # weights in a file beside the graph: a 1 GB protobuf takes seconds more to write
+    to_onnx(module, inputs, path, external_data=True)
     feed = dict(zip(input_names(module, len(inputs)), (i.numpy() for i in inputs), strict=True))
 
     def load():

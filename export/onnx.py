@@ -23,6 +23,11 @@ from export.files import TEMP_SUFFIX, temp_prefix
 # The dynamo exporter's lowest supported opset.
 MIN_OPSET = 18
 
+# onnxscript's rule that merges two Slices of one value into a Split. Its two-output pattern
+# is matched by scanning the whole graph from every node: on a mobilei2v model (~4,200
+# nodes) that is 20 s per pass, two passes, for a rule that finds nothing to rewrite there.
+SLICES_SPLIT = "SlicesSplit"
+
 # Saved and run at this level: EXTENDED fuses what is portable (Gemm, FusedMatMul, layer
 # norm, GELU); ALL adds layout transformations tuned to the CPU that builds the session.
 GRAPH_OPTIMIZATION = "ORT_ENABLE_ALL"
@@ -80,6 +85,96 @@ def input_names(model: nn.Module, count: int) -> list[str]:
             f"{len(params)} positional arguments ({', '.join(p.name for p in params)})"
         )
     return [p.name for p in params[:count]]
+
+
+def _slice_pairs(graph) -> bool:
+    """Whether SlicesSplit could match in `graph`. Its pattern is two 4-input Slice nodes
+    (data, starts, ends, axes; no steps) on one value, and its check wants both cut the
+    last axis; so a value can only match when two of the Slices it feeds as data have at
+    most 4 inputs and axes not known to be another axis. A node holding a subgraph (not
+    looked into) counts as a possible match."""
+
+    def candidate(node, value) -> bool:
+        if node.op_type != "Slice" or node.inputs[0] is not value or len(node.inputs) > 4:
+            return False
+        axes = node.inputs[3] if len(node.inputs) == 4 else None
+        const = None if axes is None else axes.const_value
+        if const is None or value.shape is None:
+            return True
+        rank = len(value.shape)
+        return const.numpy().tolist() in ([-1], [rank - 1])
+
+    values = [*graph.inputs, *graph.initializers.values()]
+    for node in graph:
+        if any(a.type.name in ("GRAPH", "GRAPHS") for a in node.attributes.values()):
+            return True
+        values.extend(node.outputs)
+    return any(sum(candidate(user, v) for user, _ in v.uses()) > 1 for v in values)
+
+
+def optimize(model) -> int:
+    """The optimisation torch.onnx.export(..., optimize=True) runs (onnxscript's
+    `optimize_ir`, then its ONNX fusions), in place on an onnx_ir model, with one change: a
+    rewrite pass leaves out the SlicesSplit rule (SLICES_SPLIT) when the graph, at that
+    pass's start, has no value feeding two Slices, its only possible match. The result is
+    the graph the exporter's own optimisation gives (tests/test_onnx.py compares them), in
+    seconds instead of a minute for a whole mobilei2v model. Returns how many rewrite passes
+    left the rule out, or -1 where this onnxscript lacks the (private) pieces used here and
+    the exporter's own optimisation ran instead."""
+    try:
+        import onnx_ir as ir
+        import onnx_ir.passes.common as common
+        from onnxscript import rewriter
+        from onnxscript.optimizer import _constant_folding as folding
+        from onnxscript.rewriter import onnx_fusions
+
+        rules = list(rewriter._DEFAULT_REWRITE_RULES)
+        folding.DEFAULT_CONSTANT_FOLD_INPUT_SIZE_LIMIT  # noqa: B018 (present, or fall back)
+    except (ImportError, AttributeError):
+        from onnxscript._framework_apis.torch_2_8 import optimize as exporter_optimize
+
+        exporter_optimize(model)
+        return -1
+    every = rewriter.RewritePass(rules)
+    rest = rewriter.RewritePass([r for r in rules if getattr(r, "name", "") != SLICES_SPLIT])
+    skipped = 0
+
+    class Rewrite(ir.passes.InPlacePass):
+        def call(self, model):
+            nonlocal skipped
+            if _slice_pairs(model.graph):
+                return every(model)
+            skipped += 1
+            return rest(model)
+
+    ir.passes.Sequential(
+        common.InlinePass(),
+        ir.passes.PassManager(
+            [
+                folding.FoldConstantsPass(
+                    shape_inference=True,
+                    input_size_limit=folding.DEFAULT_CONSTANT_FOLD_INPUT_SIZE_LIMIT,
+                    output_size_limit=folding.DEFAULT_CONSTANT_FOLD_OUTPUT_SIZE_LIMIT,
+                    should_fold=lambda node: None,
+                ),
+                Rewrite(),
+                common.RemoveUnusedNodesPass(),
+                common.RemoveUnusedFunctionsPass(),
+                common.RemoveUnusedOpsetsPass(),
+            ],
+            steps=2,
+            early_stop=True,
+        ),
+        common.RemoveUnusedNodesPass(),
+        common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+        common.LiftSubgraphInitializersToMainGraphPass(),
+        common.DeduplicateInitializersPass(),
+        common.CommonSubexpressionEliminationPass(),
+        common.OutputFixPass(),
+        common.NameFixPass(),
+    )(model)
+    onnx_fusions.fuse(model)
+    return skipped
 
 
 def _check_args(model, example_inputs, path, opset) -> tuple[tuple, Path, int | None]:
@@ -148,6 +243,7 @@ def to_onnx(
                 model,
                 example_inputs,
                 dynamo=True,
+                optimize=False,  # optimize() below: the same graph, faster
                 input_names=names,
                 output_names=["output"],
                 opset_version=opset,
@@ -162,6 +258,7 @@ def to_onnx(
         raise
     finally:
         model.train(was_training)
+    optimize(program.model)
     # Save under the final file name inside a private folder next to the destination, so
     # any external data file records the final name; then move the files into place, the
     # .onnx last, each with an atomic rename.

@@ -159,6 +159,75 @@ def test_exported_linear_attention_runs_as_matmuls_without_einsum(tmp_path):
             assert rel_err(sess.run(None, feeds)[0], model(*args).numpy()) < 1e-4
 
 
+def _unoptimized(module, args):
+    with torch.no_grad():
+        return torch.onnx.export(module, args, dynamo=True, optimize=False, verbose=False).model
+
+
+def _same_graph(a, b) -> bool:
+    import onnx_ir as ir
+
+    return ir.serde.serialize_model(a).graph == ir.serde.serialize_model(b).graph
+
+
+def test_our_optimisation_gives_the_exporters_graph_for_every_variant():
+    """export.onnx.optimize leaves out SlicesSplit only where it cannot match: the graph
+    must be the one torch.onnx.export(optimize=True) would write, node for node."""
+    from onnxscript._framework_apis.torch_2_8 import optimize as exporter_optimize
+
+    from attention_zoo.registry import VARIANTS
+    from export.onnx import optimize
+
+    torch.manual_seed(0)
+    cfg = PRESETS["tiny"].replace(depth=len(VARIANTS), attention=",".join(sorted(VARIANTS)))
+    model = HybridDiT(cfg).eval()
+    args = example(model, 2, 4, 6)
+    ours, theirs = _unoptimized(model, args), _unoptimized(model, args)
+    skipped = optimize(ours)
+    exporter_optimize(theirs)
+    assert skipped >= 1  # the fast path ran, at least one pass without the rule
+    assert _same_graph(ours, theirs)
+
+
+def test_our_optimisation_keeps_slicessplit_where_it_applies():
+    """Two 4-input Slices cutting the last axis of one value (built by hand: the dynamo
+    exporter writes Slices with steps, which the rule never matches): the rule must still
+    run and make a Split, so the fast path cannot change what the exporter would write."""
+    import onnx_ir as ir
+    from onnx import TensorProto, helper
+    from onnxscript._framework_apis.torch_2_8 import optimize as exporter_optimize
+
+    from export.onnx import optimize
+
+    def graph():
+        ints = {
+            n: helper.make_tensor(n, TensorProto.INT64, [1], [v])
+            for n, v in (("zero", 0), ("three", 3), ("six", 6), ("last", -1))
+        }
+        nodes = [  # in this order: onnxscript 0.7's matcher finds the pair only so
+            helper.make_node("Slice", ["x", "three", "six", "last"], ["b"]),
+            helper.make_node("Slice", ["x", "zero", "three", "last"], ["a"]),
+            helper.make_node("Add", ["a", "b"], ["y"]),
+        ]
+        g = helper.make_graph(
+            nodes,
+            "halves",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+            initializer=list(ints.values()),
+        )
+        return ir.serde.deserialize_model(
+            helper.make_model(g, opset_imports=[helper.make_opsetid("", 20)])
+        )
+
+    ours, theirs = graph(), graph()
+    optimize(ours)
+    exporter_optimize(theirs)
+    assert "Split" in {n.op_type for n in theirs.graph}  # the rule applies here
+    assert "Split" in {n.op_type for n in ours.graph}
+    assert _same_graph(ours, theirs)
+
+
 def test_the_one_session_helper_matches_torch_and_stops_spinning(tmp_path):
     model = tiny_model("L,S")
     path = to_onnx(model, example(model, 2, 3, 4), tmp_path / "m.onnx")
