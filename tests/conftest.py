@@ -1,4 +1,5 @@
-"""Test-wide settings: deterministic seeds and a NaN-poisoning fixture for fast paths."""
+"""Test-wide settings: the CLI's allocator, deterministic seeds and a NaN-poisoning fixture
+for fast paths."""
 
 from __future__ import annotations
 
@@ -6,6 +7,17 @@ import pytest
 import torch
 
 from tests.helpers import poisoned_empty
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _allocator():
+    """The allocator every mobileattn command runs with (mobileattn.cli calls
+    keep_freed_memory first). Tests that call the CLI set it too, and it is part of every
+    timing's cache key (bench.latency.runtime_info): without this, a test that times, calls
+    the CLI and times again sees two keys, depending on which tests ran before it."""
+    from bench.machine import keep_freed_memory
+
+    keep_freed_memory()
 
 
 @pytest.fixture(autouse=True)
