@@ -50,6 +50,7 @@ from bench.latency import (
     predict_ms,
     runtime_info,
     time_runners,
+    untimed_rounds,
 )
 from bench.machine import no_cache
 from bench.stats import ms_row, relative_error
@@ -399,7 +400,7 @@ def block_table(
         text_tokens,
         variants=names,
         repeats=repeats,
-        warmup=warmup,
+        warmup=untimed_rounds(backend, warmup),
         stack=stack,
     )
 
@@ -478,7 +479,7 @@ def model_table(
         text_tokens,
         patterns=[list(a) for a in nets],
         repeats=repeats,
-        warmup=warmup,
+        warmup=untimed_rounds(backend, warmup),
     )
 
     def run_table():

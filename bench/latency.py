@@ -189,12 +189,25 @@ def runtime_info(backend: str) -> dict:
     return info
 
 
+def untimed_rounds(backend: str, warmup: int) -> int:
+    """Interleaved untimed rounds before the timed ones: `warmup` on torch; none on
+    onnxruntime, whose runners make_runner has already run ORT_WARM_RUNS times each (a
+    further round measured as slow as a timed one: mobilei2v whole models on a Zen 3 ran
+    12.7, 14.6, then 10.9 and 10.6 s; the timed rounds are interleaved, so the first of them
+    follows the same neighbours as the rest)."""
+    return 0 if backend == "onnxruntime-cpu" else warmup
+
+
 def time_runners(runners: dict, backend: str, warmup: int, repeats: int, progress: bool, desc: str):
-    """bench.machine.time_interleaved over `runners` with a progress bar and the backend's
-    synchronisation."""
+    """bench.machine.time_interleaved over `runners` (made by make_runner) with a progress
+    bar and the backend's synchronisation, after untimed_rounds(backend, warmup) rounds."""
     with progress_bar(progress, desc) as bar:
         return time_interleaved(
-            runners, warmup, repeats, sync_for(backend), progress=progress_callback(bar)
+            runners,
+            untimed_rounds(backend, warmup),
+            repeats,
+            sync_for(backend),
+            progress=progress_callback(bar),
         )
 
 
@@ -254,7 +267,7 @@ def block_table(
         "backend": backend,
         "variants": names,
         "repeats": repeats,
-        "warmup": warmup,
+        "warmup": untimed_rounds(backend, warmup),
         "stack": stack,
         "runtime": runtime_info(backend),
         "torch": torch.__version__,
@@ -341,7 +354,7 @@ def model_table(
         "sessions": "one at a time" if one_at_a_time else "held",
         "patterns": [list(c.attention) for c in configs],
         "repeats": repeats,
-        "warmup": warmup,
+        "warmup": untimed_rounds(backend, warmup),
         "runtime": runtime_info(backend),
         "torch": torch.__version__,
     }
@@ -382,7 +395,13 @@ def model_table(
         "measured_as": f"one onnxruntime session at a time, made and run {ORT_WARM_RUNS} "
         "times untimed before each timed call"
         if one_at_a_time
-        else f"{warmup} untimed round(s), then timed rounds",
+        else f"{untimed_rounds(backend, warmup)} untimed round(s)"
+        + (
+            f" after {ORT_WARM_RUNS} untimed runs of each session"
+            if backend == "onnxruntime-cpu"
+            else ""
+        )
+        + ", then timed rounds",
         "preset": cfg.to_dict(),
         "grid": list(grid),
         "backend": backend,

@@ -156,8 +156,15 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     return sxy / math.sqrt(sxx * syy)
 
 
+# Fewest pairs a table reports a rank correlation over: two always rank +-1.
+MIN_RANKED = 3
+
+
 def rank_correlation(pred: Sequence[float], meas: Sequence[float]) -> float | None:
-    """Spearman of predicted vs measured; None where either is constant (undefined)."""
+    """Spearman of predicted vs measured; None for fewer than MIN_RANKED pairs (no evidence
+    either way) or where either is constant (undefined)."""
+    if len(pred) < MIN_RANKED:
+        return None
     return spearman(pred, meas) if len(set(pred)) > 1 and len(set(meas)) > 1 else None
 
 

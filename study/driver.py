@@ -60,7 +60,9 @@ class StudyConfig:
     # plateaus (make distill-curve: 120-200 steps, bench/results/distill-curve.json)
     joint_steps: int = 0  # whole-model distillation steps for configs built for real
     budget: str = "mobilei2v"  # "mobilei2v" (its recipe's clip latency), "40ms" or "0.5x"
-    top_k: int = 1  # front points around the chosen one built for real (0: none)
+    # front points around the chosen one built for real (0: none). Quick: none, for time:
+    # each is a whole model exported and timed on the target (~2.5 min on an AVX2 Zen 3).
+    top_k: int = 0
     validate_references: bool = False  # also build all softmax / all relu_linear at its steps
     export: bool = True
     notes: tuple[str, ...] = field(default=())
@@ -576,7 +578,7 @@ class Study:
         clips; whole models of every pattern built timed interleaved; predicted vs
         measured; chosen vs recipe per clip (paired) for the robustness table."""
         from bench.latency import model_table, scaled_leave_one_out
-        from study.search import spearman
+        from bench.stats import rank_correlation
 
         def run():
             teachers = self.teachers()
@@ -652,7 +654,7 @@ class Study:
             def rho(backend, a, b, rows=rows):
                 xs = [x[backend][a] if backend else x[a] for x in rows]
                 ys = [x[backend][b] if backend else x[b] for x in rows]
-                return spearman(xs, ys) if len(set(xs)) > 1 and len(set(ys)) > 1 else None
+                return rank_correlation(xs, ys)
 
             return {
                 "configs": rows,

@@ -8,7 +8,7 @@ import math
 import time
 from pathlib import Path
 
-from bench.stats import speed_verdict
+from bench.stats import MIN_RANKED, speed_verdict
 from export.files import write_text
 from study import plots
 from study.evaluate import mse_to_psnr
@@ -454,12 +454,16 @@ def _validate_section(v, cfg) -> list[str]:
         head += [f"{b} step predicted ms", "measured ms", "error"]
     head += ["predicted PSNR", "measured PSNR"]
     md += [markdown_table(head, rows), ""]
+    n_configs = len(v["configs"])
+    over = f"over {n_configs} configs" + (
+        f" (n/a below {MIN_RANKED}: two always rank +-1)" if n_configs < MIN_RANKED else ""
+    )
     for b in backends:
         rho = v["spearman_latency"].get(b)
         worst = 100 * v["worst_step_prediction_error"][b]
         line = (
             f"- {b}: worst whole-model prediction error {worst:.1f}% (goal 5%), Spearman "
-            f"predicted vs measured clip latency {_f(rho)}"
+            f"predicted vs measured clip latency {_f(rho)} {over}"
         )
         cal = v.get("calibrated_step_prediction", {}).get(b)
         if cal and cal["configs"]:
@@ -469,7 +473,9 @@ def _validate_section(v, cfg) -> list[str]:
                 f"{100 * cal['worst_error']:.1f}% over {cal['configs']} models"
             )
         md.append(line + ".")
-    md.append(f"- Quality: Spearman predicted vs measured pixel MSE {_f(v['spearman_quality'])}.")
+    md.append(
+        f"- Quality: Spearman predicted vs measured pixel MSE {_f(v['spearman_quality'])} {over}."
+    )
     target = cfg.target
     for t in sorted({r["teacher"] for r in v["configs"]}):
         chosen = next(r for r in v["configs"] if r["teacher"] == t and r["chosen"])
