@@ -61,6 +61,8 @@ BACKENDS = ("torch-cpu", "onnxruntime-cpu", "cuda")
 # pattern on the first run and allocates it on the next), so a session run once untimed was
 # timed before its steady state.
 ORT_WARM_RUNS = 2
+# model_table's names for the block stacks it times beside the whole models (same_rounds)
+BLOCK_PREFIX = "block:"
 
 
 def check_backend(backend: str) -> None:
@@ -236,6 +238,42 @@ def progress_callback(bar):
     return update
 
 
+def check_stack(stack, depth: int) -> None:
+    if isinstance(stack, bool) or not isinstance(stack, int) or not 1 <= stack <= depth:
+        raise ValueError(f"stack must be an int in [1, depth={depth}], got {stack!r}")
+
+
+def block_runners(
+    cfg: DiTConfig,
+    grid,
+    backend: str,
+    names: Sequence[str],
+    stack: int,
+    workdir: Path,
+    progress: bool = True,
+) -> dict:
+    """make_runner runners of a stack of `stack` blocks per variant in `names` (blocks
+    0..stack-1 of a model whose blocks all have one shape, seeded alike) and of the
+    non-block overhead ("__overhead__"), for block_table and model_table's same-round
+    block timings."""
+    device = "cuda" if backend == "cuda" else "cpu"
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(1, math.prod(grid), cfg.hidden, generator=gen).to(device)
+    cond = (0.1 * torch.randn(1, grid[0], 6, cfg.hidden, generator=gen)).to(device)
+    runners = {}
+    for name in tqdm(names, desc=f"build blocks ({backend})", disable=not progress, leave=False):
+        c = cfg.with_attention(name)
+        torch.manual_seed(0)
+        blocks = [DiTBlock(c, i).to(device) for i in range(stack)]
+        module = Blocks(blocks, rope_tables(c, grid, device=device), grid)
+        runners[name] = make_runner(module, (x, cond), backend, workdir)
+    torch.manual_seed(0)
+    model = HybridDiT(cfg.with_attention("softmax")).to(device)
+    inputs = example_inputs(cfg, grid, device=device)
+    runners["__overhead__"] = make_runner(Overhead(model), inputs, backend, workdir)
+    return runners
+
+
 def block_table(
     preset: str | DiTConfig = "mobilei2v",
     grid=(3, 23, 40),
@@ -256,9 +294,7 @@ def block_table(
     cfg = PRESETS[preset] if isinstance(preset, str) else preset
     grid = check_grid(grid)
     names = list(az.VARIANTS) if variants is None else [az.get(v).name for v in variants]
-    if isinstance(stack, bool) or not isinstance(stack, int) or not 1 <= stack <= cfg.depth:
-        raise ValueError(f"stack must be an int in [1, depth={cfg.depth}], got {stack!r}")
-    device = "cuda" if backend == "cuda" else "cpu"
+    check_stack(stack, cfg.depth)
     measure = measure or no_cache
     n = math.prod(grid)
     key = {
@@ -274,24 +310,8 @@ def block_table(
     }
 
     def run_table():
-        runners = {}
         with tempfile.TemporaryDirectory() as tmp:
-            gen = torch.Generator().manual_seed(1)
-            x = torch.randn(1, n, cfg.hidden, generator=gen).to(device)
-            cond = (0.1 * torch.randn(1, grid[0], 6, cfg.hidden, generator=gen)).to(device)
-            for name in tqdm(
-                names, desc=f"build blocks ({backend})", disable=not progress, leave=False
-            ):
-                c = cfg.with_attention(name)
-                torch.manual_seed(0)
-                blocks = [DiTBlock(c, i).to(device) for i in range(stack)]
-                module = Blocks(blocks, rope_tables(c, grid, device=device), grid)
-                runners[name] = make_runner(module, (x, cond), backend, Path(tmp))
-            torch.manual_seed(0)
-            model = HybridDiT(cfg.with_attention("softmax")).to(device)
-            inputs = example_inputs(cfg, grid, device=device)
-            runners["__overhead__"] = make_runner(Overhead(model), inputs, backend, Path(tmp))
-            del model
+            runners = block_runners(cfg, grid, backend, names, stack, Path(tmp), progress)
             return time_runners(
                 runners, backend, warmup, repeats, progress, f"block latency ({backend})"
             )
@@ -325,16 +345,28 @@ def model_table(
     warmup: int = 1,
     progress: bool = True,
     measure: Callable | None = None,
+    same_rounds: Sequence[str] = (),
+    stack: int = STACK,
 ) -> dict:
     """Whole-model latency (one denoising step, batch 1) of each pattern, all patterns timed
     interleaved in `repeats` rounds with the same weights; with a block table, the
     prediction overhead + sum of block latencies and its error next to each. On
     onnxruntime, when the sessions would not fit side by side (hold_sessions), one is held
     at a time: made, run ORT_WARM_RUNS times untimed and timed once per round
-    (bench.machine.Loaded)."""
+    (bench.machine.Loaded).
+
+    `same_rounds`: variants whose `stack`-block stacks (block_runners) and the overhead
+    are timed in the same rounds as the whole models, as the table "same_rounds_blocks";
+    each model then also gets the block sum from those timings ("same_rounds_predicted_ms",
+    "same_rounds_error"). A block table made minutes earlier carries the machine's drift
+    between the two measurements (on a 2-core cloud VM, blocks measured 15-30% apart from
+    one process to the next); timed in the same rounds, the two see the same machine."""
     check_backend(backend)
     cfg = PRESETS[preset] if isinstance(preset, str) else preset
     grid = check_grid(grid)
+    same_rounds = [az.get(v).name for v in same_rounds]
+    if same_rounds:
+        check_stack(stack, cfg.depth)
     device = "cuda" if backend == "cuda" else "cpu"
     measure = measure or no_cache
     configs = []
@@ -358,6 +390,8 @@ def model_table(
         "runtime": runtime_info(backend),
         "torch": torch.__version__,
     }
+    if same_rounds:
+        key.update(same_rounds=same_rounds, stack=stack)
 
     def run_table():
         torch.manual_seed(0)
@@ -366,6 +400,9 @@ def model_table(
         inputs = example_inputs(cfg, grid, device=device)
         runners = {}
         with tempfile.TemporaryDirectory() as tmp:
+            if same_rounds:
+                made = block_runners(cfg, grid, backend, same_rounds, stack, Path(tmp), progress)
+                runners.update({BLOCK_PREFIX + k: r for k, r in made.items()})
             for c in tqdm(
                 configs, desc=f"build models ({backend})", disable=not progress, leave=False
             ):
@@ -380,6 +417,17 @@ def model_table(
             )
 
     times, cached = measure("models", key, run_table)
+    same = None
+    if same_rounds:
+        t = {k[len(BLOCK_PREFIX) :]: v for k, v in times.items() if k.startswith(BLOCK_PREFIX)}
+        same = {
+            "what": f"per-block latency (stacks of {stack}) timed in the same rounds as the "
+            "whole models",
+            "stack": stack,
+            "depth": cfg.depth,
+            "variants": per_block_rows(t, same_rounds, stack),
+            "overhead": ms_row(t["__overhead__"]),
+        }
     rows = []
     for c in configs:
         name = format_pattern(c.attention)
@@ -389,6 +437,11 @@ def model_table(
         if blocks is not None:
             row["predicted_ms"] = predict_ms(blocks, c.attention)
             row["prediction_error"] = relative_error(row["predicted_ms"], row["median_ms"])
+        if same is not None and set(c.attention) <= set(same_rounds):
+            row["same_rounds_predicted_ms"] = predict_ms(same, c.attention)
+            row["same_rounds_error"] = relative_error(
+                row["same_rounds_predicted_ms"], row["median_ms"]
+            )
         rows.append(row)
     return {
         "what": "whole-model latency, one denoising step, batch 1, patterns interleaved",
@@ -408,6 +461,7 @@ def model_table(
         "runtime": key["runtime"],
         "cached": cached,
         "models": rows,
+        "same_rounds_blocks": same,
     }
 
 

@@ -612,6 +612,9 @@ class Study:
                     repeats=self.cfg.model_repeats,
                     progress=self.progress,
                     measure=self.measure,
+                    # the variants' block stacks again, in the models' rounds (no drift)
+                    same_rounds=[v for v in self.cfg.variants if any(v in p for p in patterns)],
+                    stack=self.cfg.block_stack,
                 )
             host = self.tables["latency"]["host"]
             fixed, per_step = host["fixed_ms"], host["per_step_ms"]
@@ -641,6 +644,8 @@ class Study:
                             "step_ci_ms": [m["ci_low_ms"], m["ci_high_ms"]],
                             "step_predicted_ms": m["predicted_ms"],
                             "step_prediction_error": m["prediction_error"],
+                            "step_same_rounds_predicted_ms": m.get("same_rounds_predicted_ms"),
+                            "step_same_rounds_error": m.get("same_rounds_error"),
                             "clip_measured_ms": fixed + steps * (m["median_ms"] + per_step),
                             "clip_ci_ms": [
                                 fixed + steps * (m["ci_low_ms"] + per_step),
@@ -664,6 +669,18 @@ class Study:
                 },
                 "worst_step_prediction_error": {
                     b: max(abs(m["prediction_error"]) for m in t["models"])
+                    for b, t in latency.items()
+                },
+                # the block sum from stacks timed in the whole models' own rounds
+                "worst_same_rounds_error": {
+                    b: max(
+                        (
+                            abs(m["same_rounds_error"])
+                            for m in t["models"]
+                            if "same_rounds_error" in m
+                        ),
+                        default=None,
+                    )
                     for b, t in latency.items()
                 },
                 # the block table's relative costs times one in-model factor calibrated on

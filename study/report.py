@@ -25,6 +25,10 @@ def _f(x, fmt=".2f") -> str:
     return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, fmt)
 
 
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:+.1f}%"
+
+
 def _star(row) -> str:
     return "*" if row.get("cached") else ""
 
@@ -423,7 +427,10 @@ def _validate_section(v, cfg) -> list[str]:
         "",
         "Each pair built (block distillation against its step count's model, the same "
         "weights the quality table measured) and sampled on the held-out clips; every "
-        "distinct pattern timed as a whole model (one denoising step), all interleaved.",
+        "distinct pattern timed as a whole model (one denoising step), all interleaved. "
+        "Predicted: overhead + block sum from the latency stage's table (what the search "
+        "used); same-round error: the same sum from block stacks timed again in the whole "
+        "models' own rounds, so the machine's drift between the two stages is left out.",
         "",
     ]
     backends = list(v["whole_models"])
@@ -443,6 +450,7 @@ def _validate_section(v, cfg) -> list[str]:
                 f"{x['step_predicted_ms']:.0f}",
                 f"{x['step_measured_ms']:.0f} [{x['step_ci_ms'][0]:.0f}, {x['step_ci_ms'][1]:.0f}]",
                 f"{100 * x['step_prediction_error']:+.1f}%",
+                _pct(x.get("step_same_rounds_error")),
             ]
         cells += [
             f"{mse_to_psnr(r['predicted_mse']):.2f}",
@@ -451,7 +459,7 @@ def _validate_section(v, cfg) -> list[str]:
         rows.append(cells)
     head = ["teacher", "pair"]
     for b in backends:
-        head += [f"{b} step predicted ms", "measured ms", "error"]
+        head += [f"{b} step predicted ms", "measured ms", "error", "same-round error"]
     head += ["predicted PSNR", "measured PSNR"]
     md += [markdown_table(head, rows), ""]
     n_configs = len(v["configs"])
@@ -465,6 +473,12 @@ def _validate_section(v, cfg) -> list[str]:
             f"- {b}: worst whole-model prediction error {worst:.1f}% (goal 5%), Spearman "
             f"predicted vs measured clip latency {_f(rho)} {over}"
         )
+        same = v.get("worst_same_rounds_error", {}).get(b)
+        if same is not None:
+            line += (
+                f"; from block stacks timed in the whole models' own rounds (the machine's "
+                f"drift since the latency stage left out): worst error {100 * same:.1f}%"
+            )
         cal = v.get("calibrated_step_prediction", {}).get(b)
         if cal and cal["configs"]:
             line += (

@@ -142,6 +142,42 @@ def test_model_table_on_onnxruntime_holds_or_loads_sessions(monkeypatch, hold):
     assert ("one onnxruntime session at a time" in res["measured_as"]) is not hold
 
 
+@pytest.mark.parametrize("hold", [True, False])
+def test_model_table_times_block_stacks_in_the_models_rounds(monkeypatch, hold):
+    """same_rounds: the variants' block stacks and the overhead are timed in the whole
+    models' own interleaved rounds (one time_interleaved call, the same repeats), and each
+    model's same-round prediction is the overhead + block sum of that table."""
+    pytest.importorskip("onnxruntime")
+    import bench.latency as lat
+
+    rounds = []
+    real = lat.time_interleaved
+
+    def spy(fns, *args, **kw):
+        rounds.append(sorted(fns))
+        return real(fns, *args, **kw)
+
+    monkeypatch.setattr(lat, "time_interleaved", spy)
+    monkeypatch.setattr(lat, "hold_sessions", lambda n, w, available=None: hold)
+    res = lat.model_table("tiny", (2, 4, 4), "onnxruntime-cpu", ["S", "L,S"], repeats=2,
+                          progress=False, same_rounds=["relu_linear", "softmax"],
+                          stack=1)  # fmt: skip
+    blocks = ["block:__overhead__", "block:relu_linear", "block:softmax"]
+    assert rounds == [sorted([*blocks, "relu_linear,softmax", "softmax*2"])]
+    same = res["same_rounds_blocks"]
+    assert [r["variant"] for r in same["variants"]] == ["relu_linear", "softmax"]
+    assert all(r["repeats"] == 2 for r in same["variants"]) and same["overhead"]["repeats"] == 2
+    per = {r["variant"]: r["median_ms"] for r in same["variants"]}
+    for m in res["models"]:
+        want = same["overhead"]["median_ms"] + sum(per[v] for v in m["attention"])
+        assert m["same_rounds_predicted_ms"] == pytest.approx(want)
+        assert m["same_rounds_error"] == pytest.approx(want / m["median_ms"] - 1)
+    with pytest.raises(ValueError, match=r"stack must be an int in \[1, depth=2\], got 3"):
+        lat.model_table("tiny", (2, 4, 4), "torch-cpu", ["S"], same_rounds=["softmax"], stack=3)
+    with pytest.raises(KeyError):
+        lat.model_table("tiny", (2, 4, 4), "torch-cpu", ["S"], same_rounds=["nope"])
+
+
 def test_ab_model_compares_a_revision_with_the_working_tree(tmp_path):
     from bench.ab_model import main as ab_main
 

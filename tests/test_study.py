@@ -114,6 +114,11 @@ def test_micro_study_end_to_end(tmp_path, micro_teacher):
         per = {b["variant"]: b["median_ms"] for b in blocks["variants"]}
         want = blocks["overhead"]["median_ms"] + sum(per[v] for v in r["attention"])
         assert x["step_predicted_ms"] == pytest.approx(want)
+        # and the same sum from block stacks timed in the whole models' own rounds
+        same = val["whole_models"]["onnxruntime-cpu"]["same_rounds_blocks"]
+        per_same = {b["variant"]: b["median_ms"] for b in same["variants"]}
+        want_same = same["overhead"]["median_ms"] + sum(per_same[v] for v in r["attention"])
+        assert x["step_same_rounds_predicted_ms"] == pytest.approx(want_same)
         host = study.tables["latency"]["host"]
         assert x["clip_predicted_ms"] == pytest.approx(
             host["fixed_ms"] + r["steps"] * (want + host["per_step_ms"])
