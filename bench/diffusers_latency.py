@@ -50,7 +50,6 @@ from bench.latency import (
     predict_ms,
     runtime_info,
     time_runners,
-    untimed_rounds,
 )
 from bench.machine import no_cache
 from bench.stats import ms_row, relative_error
@@ -400,7 +399,7 @@ def block_table(
         text_tokens,
         variants=names,
         repeats=repeats,
-        warmup=untimed_rounds(backend, warmup),
+        warmup=warmup,
         stack=stack,
     )
 
@@ -479,7 +478,7 @@ def model_table(
         text_tokens,
         patterns=[list(a) for a in nets],
         repeats=repeats,
-        warmup=untimed_rounds(backend, warmup),
+        warmup=warmup,
     )
 
     def run_table():

@@ -191,25 +191,16 @@ def runtime_info(backend: str) -> dict:
     return info
 
 
-def untimed_rounds(backend: str, warmup: int) -> int:
-    """Interleaved untimed rounds before the timed ones: `warmup` on torch; none on
-    onnxruntime, whose runners make_runner has already run ORT_WARM_RUNS times each (a
-    further round measured as slow as a timed one: mobilei2v whole models on a Zen 3 ran
-    12.7, 14.6, then 10.9 and 10.6 s; the timed rounds are interleaved, so the first of them
-    follows the same neighbours as the rest)."""
-    return 0 if backend == "onnxruntime-cpu" else warmup
-
-
 def time_runners(runners: dict, backend: str, warmup: int, repeats: int, progress: bool, desc: str):
     """bench.machine.time_interleaved over `runners` (made by make_runner) with a progress
-    bar and the backend's synchronisation, after untimed_rounds(backend, warmup) rounds."""
+    bar and the backend's synchronisation. The `warmup` rounds stay on onnxruntime too,
+    though make_runner has run each session ORT_WARM_RUNS times: a session built before
+    others were (whole models: ~1 GB of export each) ran its first timed call up to 1.9x
+    its median (a mobilei2v 2-block softmax stack, 1381 vs 745 ms; whole models 1.15x) in
+    a make run on a 2-core Zen 3 VM that timed no warmup round."""
     with progress_bar(progress, desc) as bar:
         return time_interleaved(
-            runners,
-            untimed_rounds(backend, warmup),
-            repeats,
-            sync_for(backend),
-            progress=progress_callback(bar),
+            runners, warmup, repeats, sync_for(backend), progress=progress_callback(bar)
         )
 
 
@@ -303,7 +294,7 @@ def block_table(
         "backend": backend,
         "variants": names,
         "repeats": repeats,
-        "warmup": untimed_rounds(backend, warmup),
+        "warmup": warmup,
         "stack": stack,
         "runtime": runtime_info(backend),
         "torch": torch.__version__,
@@ -386,7 +377,7 @@ def model_table(
         "sessions": "one at a time" if one_at_a_time else "held",
         "patterns": [list(c.attention) for c in configs],
         "repeats": repeats,
-        "warmup": untimed_rounds(backend, warmup),
+        "warmup": warmup,
         "runtime": runtime_info(backend),
         "torch": torch.__version__,
     }
@@ -448,13 +439,12 @@ def model_table(
         "measured_as": f"one onnxruntime session at a time, made and run {ORT_WARM_RUNS} "
         "times untimed before each timed call"
         if one_at_a_time
-        else f"{untimed_rounds(backend, warmup)} untimed round(s)"
+        else f"{warmup} untimed round(s), then timed rounds"
         + (
-            f" after {ORT_WARM_RUNS} untimed runs of each session"
+            f" (each session run {ORT_WARM_RUNS} times untimed when made)"
             if backend == "onnxruntime-cpu"
             else ""
-        )
-        + ", then timed rounds",
+        ),
         "preset": cfg.to_dict(),
         "grid": list(grid),
         "backend": backend,

@@ -152,27 +152,6 @@ def test_onnxruntime_runners_are_warmed_past_the_slow_second_run(tmp_path, monke
     assert len(runs) == ORT_WARM_RUNS + 1 and out.shape == (2, 3)
 
 
-@pytest.mark.parametrize(("backend", "untimed"), [("torch-cpu", 2), ("onnxruntime-cpu", 0)])
-def test_time_runners_adds_untimed_rounds_only_where_runners_come_cold(backend, untimed):
-    """torch runners get the caller's warmup rounds; onnxruntime runners were run
-    ORT_WARM_RUNS times when make_runner made them, so a further round is not added (it
-    cost a whole-model run per config in the study's validate stage)."""
-    from bench.latency import time_runners, untimed_rounds
-
-    calls = {"a": 0, "b": 0}
-
-    def runner(name):
-        def run():
-            calls[name] += 1
-
-        return run
-
-    out = time_runners({n: runner(n) for n in calls}, backend, 2, 3, False, "test")
-    assert untimed_rounds(backend, 2) == untimed
-    assert calls == {"a": 3 + untimed, "b": 3 + untimed}
-    assert set(out) == {"a", "b"} and all(v["repeats"] == 3 for v in out.values())
-
-
 def test_rank_correlation_needs_three_pairs_and_variation():
     """Two pairs always rank +-1, which the report would print as perfect agreement."""
     from bench.stats import MIN_RANKED, rank_correlation
