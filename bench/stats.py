@@ -84,6 +84,11 @@ def ms_separated(a: dict, b: dict) -> bool:
     return separated(_ms(a), _ms(b))
 
 
+def _num(ms: float) -> str:
+    """Four significant digits, without exponent notation for whole-model times."""
+    return f"{ms:.0f}" if abs(ms) >= 1e4 else f"{ms:.4g}"
+
+
 def speed_verdict(a: dict, b: dict, name_a: str, name_b: str) -> str:
     """A sentence comparing the latency of a and b that the intervals support: "A is 1.75x
     faster than B" only when their median intervals separate, else "A and B: the same
@@ -96,15 +101,15 @@ def speed_verdict(a: dict, b: dict, name_a: str, name_b: str) -> str:
             else "intervals overlap"
         )
         return (
-            f"{name_a} and {name_b}: the same within noise (medians {ma['median']:.4g} and "
-            f"{mb['median']:.4g} ms, {why})"
+            f"{name_a} and {name_b}: the same within noise (medians {_num(ma['median'])} and "
+            f"{_num(mb['median'])} ms, {why})"
         )
     fast, slow, nf, ns = (
         (ma, mb, name_a, name_b) if ma["median"] < mb["median"] else (mb, ma, name_b, name_a)
     )
     return (
         f"{nf} is {slow['median'] / fast['median']:.2f}x faster than {ns} "
-        f"({fast['median']:.4g} vs {slow['median']:.4g} ms, intervals separate)"
+        f"({_num(fast['median'])} vs {_num(slow['median'])} ms, intervals separate)"
     )
 
 

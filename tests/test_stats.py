@@ -52,6 +52,7 @@ def test_overlapping_intervals_read_same_within_noise():
     assert not separated(a, b)
     v = speed_verdict(a, b, "chosen", "MobileI2V's pattern")
     assert "same within noise" in v and "faster" not in v
+    assert "(medians 11367 and 12599 ms" in v  # whole-model times without exponents
 
 
 def test_too_few_repeats_never_read_faster():
