@@ -94,8 +94,20 @@ def featured_linear_triton(fn_name: str, feature_fn, reference_fn, q, k, v, eps,
 
 
 def needs_grad(*ts: torch.Tensor) -> bool:
-    """Whether autograd would record an op on `ts`: in-place shortcuts are off then."""
+    """Whether autograd would record an op on `ts`."""
     return torch.is_grad_enabled() and any(t.requires_grad for t in ts)
+
+
+def inplace_ok(*ts: torch.Tensor) -> bool:
+    """Whether a fast path on `ts` may take its in-place shortcuts (steps written into its
+    own buffers and into views of them): in eager mode without autograd only. Autograd
+    needs the values an in-place step overwrites; a tracer (torch.compile, torch.export
+    and so the ONNX exporter) turns a write into a view into a scatter of the whole buffer
+    (in ONNX a ScatterND among three full-size Transposes: ~150 ms of Transpose per
+    mobilei2v linear block in an onnxruntime profile on a 2-core Xeon), where the
+    out-of-place step is one node."""
+    tracing = torch.compiler.is_compiling() or torch.jit.is_tracing()
+    return not tracing and not needs_grad(*ts)
 
 
 def linear_fast(feature_fn, inplace_feature_fn=None):
@@ -107,24 +119,24 @@ def linear_fast(feature_fn, inplace_feature_fn=None):
         S1 = [phi_k^T v, phi_k^T 1]   (F x (Dv + 1));   [num, den] = phi_q S1
 
     Two batched GEMMs and one division, no einsum (whose CPU and onnxruntime lowerings
-    transpose their operands). Without autograd the feature map is `inplace_feature_fn`
-    where given (the same math with its steps in place in its own first buffer; it never
-    writes to its inputs), the division runs in place in the GEMM's output and the result
-    is a view of it: no N-sized buffer beyond those the math needs. With autograd the
-    steps run out of place, since in-place backward needs the overwritten values. Same
-    math and compute precision as the reference (keys times values first, fp32 or wider)."""
+    transpose their operands). Where `inplace_ok` (eager, no autograd) the feature map is
+    `inplace_feature_fn` where given (the same math with its steps in place in its own
+    first buffer; it never writes to its inputs), the division runs in place in the
+    GEMM's output and the result is a view of it: no N-sized buffer beyond those the math
+    needs. Under autograd or a tracer (export) the steps run out of place. Same math and
+    compute precision as the reference (keys times values first, fp32 or wider)."""
 
     def fast(q, k, v, eps, **feature_opts):
         dtype = q.dtype
         q, k, v = upcast(q, k, v)
-        grad = needs_grad(q, k, v)
-        features = feature_fn if grad or inplace_feature_fn is None else inplace_feature_fn
+        inplace = inplace_ok(q, k, v)
+        features = inplace_feature_fn if inplace and inplace_feature_fn else feature_fn
         phi_q, phi_k = features(q, k, **feature_opts)
         kv = phi_k.transpose(-1, -2) @ v  # (B, H, F, Dv)
         state = torch.cat([kv, phi_k.sum(dim=-2).unsqueeze(-1)], dim=-1)  # (B, H, F, Dv + 1)
         out = phi_q @ state  # (B, H, Nq, Dv + 1)
         num, den = out[..., :-1], out[..., -1:]
-        if grad:
+        if not inplace:
             return (num / (den + eps)).to(dtype)
         return num.div_(den + eps).to(dtype)
 

@@ -13,9 +13,9 @@ import torch
 
 from attention_zoo._common import (
     featured_linear_triton,
+    inplace_ok,
     linear_flops,
     linear_reference,
-    needs_grad,
     upcast,
 )
 from attention_zoo.registry import Variant, register
@@ -55,8 +55,8 @@ def cosformer_fast(q, k, v, eps):
 
     two GEMMs of twice the width (the same FLOPs as the 2D-feature form), no concatenated
     features; numerator and denominator come from the same GEMM (the key sums pad the
-    state, as in linear_fast). Without autograd the re-weighting and the division run in
-    place. q, k: (B, H, Nq|Nk, D); v: (B, H, Nk, Dv) -> (B, H, Nq, Dv)."""
+    state, as in linear_fast). Where inplace_ok (eager, no autograd) the re-weighting and
+    the division run in place. q, k: (B, H, Nq|Nk, D); v: (B, H, Nk, Dv) -> (B, H, Nq, Dv)."""
     dtype = q.dtype
     q, k, v = upcast(q, k, v)
     nq, nk, dv = q.shape[-2], k.shape[-2], v.shape[-1]
@@ -64,8 +64,8 @@ def cosformer_fast(q, k, v, eps):
     cq, sq = cos_sin_weights(nq, m, q.dtype, q.device)  # (Nq, 1) each
     ck, sk = cos_sin_weights(nk, m, k.dtype, k.device)
     rk = torch.relu(k)
-    grad = needs_grad(q, k, v)
-    if grad:
+    inplace = inplace_ok(q, k, v)
+    if not inplace:
         wv = torch.cat([v * ck, v * sk], dim=-1)  # (B, H, Nk, 2 Dv)
     else:
         wv = torch.empty((*v.shape[:-1], 2 * dv), dtype=v.dtype, device=v.device)
@@ -75,7 +75,7 @@ def cosformer_fast(q, k, v, eps):
     z = (torch.cat([ck, sk], dim=-1).T @ rk).transpose(-1, -2)  # (B, H, D, 2)
     state = torch.cat([kv[..., :dv], z[..., :1], kv[..., dv:], z[..., 1:]], dim=-1)
     out = torch.relu(q) @ state  # (B, H, Nq, 2 (Dv + 1))
-    if grad:
+    if not inplace:
         out = out[..., : dv + 1] * cq + out[..., dv + 1 :] * sq  # (B, H, Nq, Dv + 1)
         return (out[..., :-1] / (out[..., -1:] + eps)).to(dtype)
     out = out[..., : dv + 1].mul_(cq).addcmul_(out[..., dv + 1 :], sq)

@@ -10,6 +10,7 @@ import onnx
 import pytest
 import torch
 
+import attention_zoo as az
 from export import to_onnx
 from export.onnx import session, session_options
 from hybrid_dit import PRESETS, HybridDiT
@@ -157,6 +158,39 @@ def test_exported_linear_attention_runs_as_matmuls_without_einsum(tmp_path):
         feeds = {i.name: a.numpy() for i, a in zip(sess.get_inputs(), args, strict=True)}
         with torch.no_grad():
             assert rel_err(sess.run(None, feeds)[0], model(*args).numpy()) < 1e-4
+
+
+@pytest.mark.parametrize("variant", [v for v in az.VARIANTS if az.get(v).kind == "linear"])
+def test_exported_linear_attention_writes_no_view_in_place(tmp_path, variant):
+    """The fast paths' in-place steps are eager-only (attention_zoo._common.inplace_ok): a
+    tracer turns an in-place write into a view (the division into the padded GEMM's
+    output) into a scatter, which ONNX spells ScatterND between full-size Transposes."""
+    model = tiny_model(variant)
+    args = example(model, 2, 3, 4)
+    path = to_onnx(model, args, tmp_path / f"{variant}.onnx")
+    ops = _op_types(onnx.load(str(path)))
+    assert not {"ScatterND", "ScatterElements", "Einsum"} & ops, (variant, sorted(ops))
+    sess = session(path)
+    feeds = {i.name: a.numpy() for i, a in zip(sess.get_inputs(), args, strict=True)}
+    with torch.no_grad():
+        assert rel_err(sess.run(None, feeds)[0], model(*args).numpy()) < 1e-4
+
+
+def test_in_place_shortcuts_are_eager_only():
+    from attention_zoo._common import inplace_ok
+
+    x = torch.ones(2, requires_grad=True)
+    assert inplace_ok(torch.ones(2)) and not inplace_ok(x)
+    with torch.no_grad():
+        assert inplace_ok(x)
+    seen = []
+
+    def f(t):
+        seen.append(inplace_ok(t))
+        return t + 1
+
+    torch.jit.trace(f, torch.ones(2), check_trace=False)
+    assert seen == [False]
 
 
 def _unoptimized(module, args):
