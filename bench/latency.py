@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -42,7 +43,13 @@ from bench.machine import (
     no_cache,
     time_interleaved,
 )
-from bench.stats import ms_row, rank_correlation, relative_error
+from bench.stats import (
+    ms_row,
+    prediction_error_ci,
+    rank_correlation,
+    relative_error,
+    summarize,
+)
 from hybrid_dit import (
     PRESETS,
     DiTConfig,
@@ -87,6 +94,22 @@ SESSION_WEIGHT_FACTOR = 3
 SESSION_MEMORY_SHARE = 0.5
 
 
+def model_weight_bytes(cfg: DiTConfig) -> int:
+    """Bytes of a model's fp32 weights (counted on the meta device: nothing allocated)."""
+    with torch.device("meta"):
+        return 4 * sum(p.numel() for p in HybridDiT(cfg).parameters())
+
+
+def held_group_size(cfg: DiTConfig, available: int | None = None) -> int:
+    """How many whole-model onnxruntime sessions of `cfg` fit side by side (hold_sessions),
+    at least 1."""
+    available = available_memory() if available is None else available
+    weight_bytes, n = model_weight_bytes(cfg), 1
+    while hold_sessions(n + 1, weight_bytes, available):
+        n += 1
+    return n
+
+
 def hold_sessions(n_models: int, weight_bytes: int, available: int | None = None) -> bool:
     """Whether `n_models` onnxruntime sessions of models with `weight_bytes` of weights fit
     in memory side by side (else a table makes them one at a time)."""
@@ -122,6 +145,27 @@ class Overhead(nn.Module):
     def forward(self, x_t, t, first_frame, motion):
         p = self.model.prepare(x_t, t, first_frame, motion)
         return self.model.head(p.x, p), p.cond
+
+
+class BlockClock:
+    """Wall-clock seconds of each block inside a torch CPU model's forward, from forward
+    hooks around every block (CPU ops run synchronously, so the two stamps bound the
+    block's work; the hooks cost two clock reads per block). `calls` holds one list of
+    per-block seconds per forward call, in call order."""
+
+    def __init__(self, model: HybridDiT):
+        self.calls: list[list[float]] = []
+        self._start = 0.0
+        model.register_forward_pre_hook(lambda mod, args: self.calls.append([]))
+        for block in model.blocks:
+            block.register_forward_pre_hook(self._pre)
+            block.register_forward_hook(self._post)
+
+    def _pre(self, mod, args):
+        self._start = time.perf_counter()
+
+    def _post(self, mod, args, out):
+        self.calls[-1].append(time.perf_counter() - self._start)
 
 
 def make_runner(
@@ -338,6 +382,7 @@ def model_table(
     measure: Callable | None = None,
     same_rounds: Sequence[str] = (),
     stack: int = STACK,
+    block_clock: bool = False,
 ) -> dict:
     """Whole-model latency (one denoising step, batch 1) of each pattern, all patterns timed
     interleaved in `repeats` rounds with the same weights; with a block table, the
@@ -349,15 +394,25 @@ def model_table(
     `same_rounds`: variants whose `stack`-block stacks (block_runners) and the overhead
     are timed in the same rounds as the whole models, as the table "same_rounds_blocks";
     each model then also gets the block sum from those timings ("same_rounds_predicted_ms",
-    "same_rounds_error"). A block table made minutes earlier carries the machine's drift
+    "same_rounds_error"; every error comes with its bootstrap interval, "*_error_ci",
+    bench.latency.error_ci). A block table made minutes earlier carries the machine's drift
     between the two measurements (on a 2-core cloud VM, blocks measured 15-30% apart from
-    one process to the next); timed in the same rounds, the two see the same machine."""
+    one process to the next); timed in the same rounds, the two see the same machine.
+
+    `block_clock` (torch-cpu only): every block of every whole model is also timed inside
+    the model's own timed calls (BlockClock), so each model row gets "in_model": its
+    blocks' latency per variant and the rest of the step (whole - blocks, per call): what
+    a block costs inside a full-depth model, beside what a stack measures."""
     check_backend(backend)
     cfg = PRESETS[preset] if isinstance(preset, str) else preset
     grid = check_grid(grid)
     same_rounds = [az.get(v).name for v in same_rounds]
     if same_rounds:
         check_stack(stack, cfg.depth)
+    if block_clock and backend != "torch-cpu":
+        raise ValueError(
+            f"block_clock needs backend 'torch-cpu' (synchronous ops), got {backend!r}"
+        )
     device = "cuda" if backend == "cuda" else "cpu"
     measure = measure or no_cache
     configs = []
@@ -367,9 +422,7 @@ def model_table(
             configs.append(c)
     one_at_a_time = False
     if backend == "onnxruntime-cpu":
-        with torch.device("meta"):
-            weight_bytes = 4 * sum(p.numel() for p in HybridDiT(cfg).parameters())
-        one_at_a_time = not hold_sessions(len(configs), weight_bytes)
+        one_at_a_time = not hold_sessions(len(configs), model_weight_bytes(cfg))
     key = {
         "preset": cfg.to_dict(),
         "grid": list(grid),
@@ -383,13 +436,15 @@ def model_table(
     }
     if same_rounds:
         key.update(same_rounds=same_rounds, stack=stack)
+    if block_clock:
+        key.update(block_clock=True)
 
     def run_table():
         torch.manual_seed(0)
         base = HybridDiT(cfg).to(device).eval()
         weights = base.state_dict()  # every pattern runs these weights, shared, not copied
         inputs = example_inputs(cfg, grid, device=device)
-        runners = {}
+        runners, clocks = {}, {}
         with tempfile.TemporaryDirectory() as tmp:
             if same_rounds:
                 made = block_runners(cfg, grid, backend, same_rounds, stack, Path(tmp), progress)
@@ -400,12 +455,18 @@ def model_table(
                 with torch.device("meta"):
                     model = HybridDiT(c)
                 model.load_state_dict(weights, assign=True)
-                runners[format_pattern(c.attention)] = make_runner(
+                name = format_pattern(c.attention)
+                if block_clock:
+                    clocks[name] = BlockClock(model)
+                runners[name] = make_runner(
                     model, inputs, backend, Path(tmp), load_per_call=one_at_a_time
                 )
-            return time_runners(
+            times = time_runners(
                 runners, backend, warmup, repeats, progress, f"model latency ({backend})"
             )
+        for name, clock in clocks.items():  # the timed calls come after the warmup rounds
+            times[name]["block_seconds"] = clock.calls[warmup:]
+        return times
 
     times, cached = measure("models", key, run_table)
     same = None
@@ -428,11 +489,15 @@ def model_table(
         if blocks is not None:
             row["predicted_ms"] = predict_ms(blocks, c.attention)
             row["prediction_error"] = relative_error(row["predicted_ms"], row["median_ms"])
+            row["prediction_error_ci"] = error_ci(blocks, c.attention, row)
         if same is not None and set(c.attention) <= set(same_rounds):
             row["same_rounds_predicted_ms"] = predict_ms(same, c.attention)
             row["same_rounds_error"] = relative_error(
                 row["same_rounds_predicted_ms"], row["median_ms"]
             )
+            row["same_rounds_error_ci"] = error_ci(same, c.attention, row)
+        if "block_seconds" in times[name]:
+            row["in_model"] = in_model_row(c.attention, times[name])
         rows.append(row)
     return {
         "what": "whole-model latency, one denoising step, batch 1, patterns interleaved",
@@ -453,6 +518,25 @@ def model_table(
         "models": rows,
         "same_rounds_blocks": same,
     }
+
+
+def in_model_row(attention: Sequence[str], t: dict) -> dict:
+    """A model's blocks timed inside its own calls (model_table's block_clock): per
+    variant, the latency of its blocks over every block and timed call; the rest of the
+    step (embedding, conditioning, final layer, the glue between blocks) per call as the
+    whole call minus its blocks."""
+    calls = t["block_seconds"]
+    if len(calls) != len(t["times"]) or any(len(c) != len(attention) for c in calls):
+        raise ValueError(
+            f"block clock: {len(calls)} calls of {[len(c) for c in calls]} blocks for "
+            f"{len(t['times'])} timed calls of {len(attention)} blocks"
+        )
+    blocks = {
+        v: ms_row(summarize([c[i] for c in calls for i, a in enumerate(attention) if a == v]))
+        for v in dict.fromkeys(attention)
+    }
+    rest = summarize([w - sum(c) for w, c in zip(t["times"], calls, strict=True)])
+    return {"blocks": blocks, "rest": ms_row(rest)}
 
 
 def host_table(
@@ -498,6 +582,18 @@ def predict_ms(blocks: dict, attention: Sequence[str]) -> float:
     if missing:
         raise ValueError(f"the block table has no latency for {', '.join(missing)}")
     return blocks["overhead"]["median_ms"] + sum(per[v] for v in attention)
+
+
+def error_ci(blocks: dict, attention: Sequence[str], measured: dict) -> list[float] | None:
+    """The 95% bootstrap interval of predict_ms(blocks, attention) / measured - 1, from the
+    repeats of the overhead, of each block latency and of the measured row
+    (bench.stats.prediction_error_ci); None where a table kept no repeats."""
+    per = {r["variant"]: r.get("times_ms") for r in blocks["variants"]}
+    counts = {v: attention.count(v) for v in dict.fromkeys(attention)}
+    parts = [(1.0, blocks["overhead"].get("times_ms")), *((n, per[v]) for v, n in counts.items())]
+    if not measured.get("times_ms") or any(not ts for _, ts in parts):
+        return None
+    return list(prediction_error_ci(parts, measured["times_ms"]))
 
 
 def scaled_leave_one_out(table: dict) -> dict:

@@ -58,6 +58,35 @@ def median_ci(
     return float(lo), float(hi)
 
 
+def prediction_error_ci(
+    parts: Sequence[tuple[float, Sequence[float]]],
+    measured: Sequence[float],
+    level: float = CI_LEVEL,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Bootstrap interval of a prediction's relative error, predicted / measured - 1, where
+    predicted = sum of weight x median(times) over `parts` (an overhead and block
+    latencies, each from its own repeats) and measured the median of `measured`: every
+    sample is resampled on its own (percentile method, seeded), so the interval carries
+    the noise of both sides. A part or measurement of fewer than 3 repeats is taken as its
+    median, not resampled."""
+    rng = np.random.default_rng(seed)
+
+    def medians(times) -> np.ndarray:
+        ts = np.asarray(times, dtype=np.float64)
+        if ts.ndim != 1 or ts.size == 0 or not np.isfinite(ts).all():
+            raise ValueError(f"times must be a non-empty list of finite numbers, got {times!r}")
+        if ts.size < 3:
+            return np.full(BOOTSTRAP_RESAMPLES, np.median(ts))
+        return np.median(ts[rng.integers(0, ts.size, size=(BOOTSTRAP_RESAMPLES, ts.size))], axis=1)
+
+    predicted = sum(w * medians(ts) for w, ts in parts)
+    err = predicted / medians(measured) - 1
+    a = (1 - level) / 2
+    lo, hi = np.quantile(err, [a, 1 - a])
+    return float(lo), float(hi)
+
+
 def mean_ci(xs: Sequence[float], level: float = CI_LEVEL, seed: int = 0) -> tuple[float, float]:
     """Bootstrap interval of the mean of `xs` (percentile method, seeded); a single value
     is its own interval."""

@@ -645,7 +645,9 @@ class Study:
                             "step_predicted_ms": m["predicted_ms"],
                             "step_prediction_error": m["prediction_error"],
                             "step_same_rounds_predicted_ms": m.get("same_rounds_predicted_ms"),
+                            "step_prediction_error_ci": m.get("prediction_error_ci"),
                             "step_same_rounds_error": m.get("same_rounds_error"),
+                            "step_same_rounds_error_ci": m.get("same_rounds_error_ci"),
                             "clip_measured_ms": fixed + steps * (m["median_ms"] + per_step),
                             "clip_ci_ms": [
                                 fixed + steps * (m["ci_low_ms"] + per_step),

@@ -25,8 +25,11 @@ def _f(x, fmt=".2f") -> str:
     return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, fmt)
 
 
-def _pct(x) -> str:
-    return "n/a" if x is None else f"{100 * x:+.1f}%"
+def _pct(x, ci=None) -> str:
+    """A relative error in percent, with its interval when one is given."""
+    if x is None:
+        return "n/a"
+    return f"{100 * x:+.1f}%" + ("" if not ci else f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]")
 
 
 def _star(row) -> str:
@@ -430,7 +433,8 @@ def _validate_section(v, cfg) -> list[str]:
         "distinct pattern timed as a whole model (one denoising step), all interleaved. "
         "Predicted: overhead + block sum from the latency stage's table (what the search "
         "used); same-round error: the same sum from block stacks timed again in the whole "
-        "models' own rounds, so the machine's drift between the two stages is left out.",
+        "models' own rounds, so the machine's drift between the two stages is left out. "
+        "Errors carry the 95% bootstrap interval from the repeats of both sides.",
         "",
     ]
     backends = list(v["whole_models"])
@@ -449,8 +453,8 @@ def _validate_section(v, cfg) -> list[str]:
             cells += [
                 f"{x['step_predicted_ms']:.0f}",
                 f"{x['step_measured_ms']:.0f} [{x['step_ci_ms'][0]:.0f}, {x['step_ci_ms'][1]:.0f}]",
-                f"{100 * x['step_prediction_error']:+.1f}%",
-                _pct(x.get("step_same_rounds_error")),
+                _pct(x["step_prediction_error"], x.get("step_prediction_error_ci")),
+                _pct(x.get("step_same_rounds_error"), x.get("step_same_rounds_error_ci")),
             ]
         cells += [
             f"{mse_to_psnr(r['predicted_mse']):.2f}",

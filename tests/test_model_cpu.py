@@ -8,7 +8,14 @@ import json
 import pytest
 
 from bench.latency import scaled_leave_one_out
-from bench.model_cpu import in_model_blocks, leave_one_out, main, predictor_summary
+from bench.model_cpu import (
+    groups_of,
+    in_model_blocks,
+    leave_one_out,
+    main,
+    predictor_check,
+    predictor_summary,
+)
 
 OVERHEAD, DEPTH = 10.0, 4
 BLOCK = {"softmax": 100.0, "relu_linear": 60.0}  # in-model block latencies, ms
@@ -107,7 +114,11 @@ def test_reanalyse_rewrites_the_predictor_from_a_saved_result(tmp_path, capsys):
     assert main(["--reanalyse", str(src), "--out", str(out)]) == 0
     res = json.loads(out.read_text())["predictor"]["torch-cpu"]
     assert res == predictor_summary(rows, {"torch-cpu": t}, DEPTH)["torch-cpu"]
-    assert res["worst_error"] == pytest.approx(max(abs(r["prediction_error"]) for r in rows))
+    assert res["table"]["worst_error"] == pytest.approx(
+        max(abs(r["prediction_error"]) for r in rows)
+    )
+    assert res["table"]["configs"] == len(rows) and res["same_rounds"]["configs"] == 0
+    assert not res["same_rounds"]["goal_met"]
     assert res["leave_one_out"]["worst_error"] == pytest.approx(0, abs=1e-9)
     assert "leave one out" in capsys.readouterr().out
 
@@ -211,3 +222,82 @@ def test_scaled_leave_one_out_calibrates_one_factor_held_out():
     assert held["error"] == pytest.approx(1 / 1.1 - 1)
     assert res["worst_error"] == pytest.approx(abs(1 / 1.1 - 1))
     assert scaled_leave_one_out(synthetic_table(drop=(1, 2, 3, 4)))["configs"] == 0
+
+
+def check_rows(errors, measured=None):
+    measured = measured or [100.0 * (i + 1) for i in range(len(errors))]
+    return [
+        {"median_ms": m, "p": m * (1 + e), "e": e, "ci": [e - 0.01, e + 0.01]}
+        for m, e in zip(measured, errors, strict=True)
+    ]
+
+
+def test_predictor_goal_needs_six_models_the_error_and_the_ranking():
+    ok = predictor_check(check_rows([0.04, -0.03, 0.0, 0.02, -0.049, 0.01]), "p", "e", "ci")
+    assert ok["configs"] == 6 and ok["goal_met"] and ok["spearman"] == pytest.approx(1.0)
+    assert not ok["intervals_within_goal"]  # -0.049's interval reaches -5.9%
+    assert not predictor_check(check_rows([0.0] * 5), "p", "e")["goal_met"]  # five models
+    assert not predictor_check(check_rows([0.0] * 5 + [0.051]), "p", "e")["goal_met"]
+    # two models swapped in rank: Spearman 0.943 < 0.95 although every error is small
+    swapped = check_rows([0.0, 0.0, 0.03, -0.03, 0.0, 0.0], [100, 200, 300, 306, 500, 600])
+    res = predictor_check(swapped, "p", "e")
+    assert res["worst_error"] <= 0.05 and res["spearman"] < 0.95 and not res["goal_met"]
+    none = predictor_check([{"median_ms": 1.0}], "p", "e", "ci")
+    assert none["configs"] == 0 and not none["goal_met"] and not none["intervals_within_goal"]
+
+
+def test_onnxruntime_groups_fit_in_memory_and_keep_neighbours_together(monkeypatch):
+    import bench.model_cpu as mc
+    from hybrid_dit import PRESETS
+
+    cfg = PRESETS["tiny"].replace(depth=DEPTH, attention="softmax")
+    blocks = synthetic_table()["blocks"]
+    pats = ["S*4", "L*4", "L,S,L,S", "S,S,L,L", "L*3,S"]
+    monkeypatch.setattr(mc, "held_group_size", lambda cfg: 2)
+    groups = groups_of(cfg, pats, "onnxruntime-cpu", blocks)
+    # sorted by predicted latency (0, 1, 2, 2, 4 softmax blocks), two per group
+    assert groups == [["L*4", "L*3,S"], ["L,S,L,S", "S,S,L,L"], ["S*4"]]
+    assert groups_of(cfg, pats, "torch-cpu", blocks) == [pats]
+
+
+def test_model_table_clocks_every_block_inside_the_whole_models():
+    import bench.latency as lat
+
+    res = lat.model_table("tiny", (2, 4, 4), "torch-cpu", ["S", "L,S"], repeats=3,
+                          progress=False, block_clock=True)  # fmt: skip
+    for m in res["models"]:
+        inside = m["in_model"]
+        assert set(inside["blocks"]) == set(m["attention"])
+        for v, b in inside["blocks"].items():
+            # every block of the variant in every timed call (warmup calls dropped)
+            assert b["repeats"] == 3 * m["attention"].count(v)
+            assert 0 < b["median_ms"] < m["median_ms"]
+        assert inside["rest"]["repeats"] == 3
+        assert inside["rest"]["median_ms"] < m["median_ms"]
+        blocks_per_call = [
+            w - r for w, r in zip(m["times_ms"], inside["rest"]["times_ms"], strict=True)
+        ]
+        assert all(0 < x < w for x, w in zip(blocks_per_call, m["times_ms"], strict=True))
+    with pytest.raises(ValueError, match="block_clock needs backend 'torch-cpu'"):
+        lat.model_table("tiny", (2, 4, 4), "onnxruntime-cpu", ["S"], block_clock=True)
+
+
+def test_in_model_row_refuses_a_clock_that_missed_calls():
+    from bench.latency import in_model_row
+
+    t = {"times": [1.0, 1.0], "block_seconds": [[0.4, 0.4]]}
+    with pytest.raises(ValueError, match="block clock: 1 calls"):
+        in_model_row(["softmax", "softmax"], t)
+
+
+def test_error_interval_needs_the_repeats_of_every_part():
+    from bench.latency import error_ci
+
+    blocks = {
+        "overhead": {"median_ms": 10.0, "times_ms": [10.0] * 3},
+        "variants": [{"variant": "softmax", "median_ms": 45.0, "times_ms": [45.0] * 3}],
+    }
+    row = {"median_ms": 80.0, "times_ms": [80.0] * 3}
+    assert error_ci(blocks, ["softmax", "softmax"], row) == pytest.approx([0.25, 0.25])
+    del blocks["overhead"]["times_ms"]
+    assert error_ci(blocks, ["softmax", "softmax"], row) is None

@@ -161,3 +161,24 @@ def test_rank_correlation_needs_three_pairs_and_variation():
     assert rank_correlation([1.0, 2.0], [2.0, 1.0]) is None
     assert rank_correlation([1.0, 2.0, 3.0], [1.0, 1.0, 1.0]) is None
     assert rank_correlation([1.0, 2.0, 3.0], [10.0, 30.0, 20.0]) == pytest.approx(0.5)
+
+
+def test_prediction_error_interval_carries_both_sides_noise():
+    from bench.stats import prediction_error_ci
+
+    # no noise: the interval is the exact error, predicted = 10 + 2 x 45 = 100 vs 80
+    exact = prediction_error_ci([(1, [10.0] * 5), (2, [45.0] * 5)], [80.0] * 7)
+    assert exact == pytest.approx((0.25, 0.25))
+    rng = np.random.default_rng(0)
+    block = 45 * (1 + 0.1 * rng.standard_normal(9))
+    model = 100 * (1 + 0.1 * rng.standard_normal(9))
+    lo, hi = prediction_error_ci([(1, [10.0] * 9), (2, block)], model)
+    point = (10 + 2 * np.median(block)) / np.median(model) - 1
+    assert lo < point < hi and hi - lo > 0.05  # 10% noise per call: no 5% claim from 9
+    # noise on one side only gives a narrower interval than on both
+    lo1, hi1 = prediction_error_ci([(1, [10.0] * 9), (2, [45.0] * 9)], model)
+    assert hi1 - lo1 < hi - lo
+    # fewer than 3 repeats: taken as the median, not resampled
+    assert prediction_error_ci([(1, [50.0, 50.0])], [40.0] * 2) == pytest.approx((0.25, 0.25))
+    with pytest.raises(ValueError, match="finite"):
+        prediction_error_ci([(1, [1.0, float("nan"), 1.0])], [1.0] * 3)
