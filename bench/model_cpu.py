@@ -4,7 +4,7 @@ fraction of the fp32 GEMM rate measured in the same run, and the block-table pre
 next to each whole model.
 
     python -m bench.model_cpu                      # mobilei2v, 3 x 23 x 40, seven patterns
-    python -m bench.model_cpu --repeats 5 --patterns "softmax;L*7,S,L*7,S"
+    python -m bench.model_cpu --repeats 5 --patterns "softmax;L*7,S,L*7,S" --out x.json
 
 Both backends run what a user would ship, configured alike: the zoo's fast exact paths
 (`impl="auto"`), torch with its thread count, onnxruntime through export.onnx.session
@@ -406,10 +406,16 @@ def main(argv: list[str] | None = None) -> int:
         "--patterns",
         default=None,
         help="attention patterns separated by ';' (default: all softmax, MobileI2V's 7:1, "
-        "all relu_linear and three more mixes)",
+        "all relu_linear and four more mixes)",
     )
-    p.add_argument("--repeats", type=int, default=5, help="interleaved rounds of whole models")
-    p.add_argument("--block-repeats", type=int, default=7, help="rounds of the block tables")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=20,
+        help="interleaved rounds of whole models (default 20: a median's interval is still "
+        "+-3-5%% on a 2-core cloud VM)",
+    )
+    p.add_argument("--block-repeats", type=int, default=9, help="rounds of the block tables")
     p.add_argument(
         "--stack", type=int, default=STACK, help="blocks per timed stack (per block = stack / it)"
     )
