@@ -1,8 +1,9 @@
 """CPU comparison of the zoo's implementations at a few token grids: each variant's fast
 path (what `impl="auto"` runs on CPU), its reference and its peers (bench/peers.py: torch
 SDPA, SANA's LiteLA) side by side, timed interleaved per grid, with the achieved GFLOP/s
-from the analytic counts and the fraction of the fp32 GEMM rate measured in the same run
-(the roofline scale on a CPU).
+from the analytic counts, the fraction of the fp32 GEMM rate measured in the same run
+(the roofline scale on a CPU) and the multiple of the serial floor (GEMM time plus the
+minimum traffic at the measured copy bandwidth).
 
     python -m bench.zoo_cpu                   # every variant at DEFAULT_GRIDS
     python -m bench.zoo_cpu --grids 3x23x40 --repeats 21 --out bench/results/zoo-cpu.json
@@ -98,7 +99,9 @@ def compare_implementations(
             opts = {"grid": tuple(grid)} if "grid" in var.defaults else {}
             t = times[f"{name}/{impl}"]
             flops = var.flops(batch, heads, n, head_dim, **opts)
+            nbytes = var.bytes(batch, heads, n, head_dim, torch.float32, **opts)
             gflops = flops / t["median"] / 1e9
+            serial_floor = flops / (gemm["gflops"] * 1e9) + nbytes / (copy * 1e9)
             rows.append(
                 {
                     "variant": name,
@@ -109,11 +112,12 @@ def compare_implementations(
                     "N": n,
                     **ms_row(t),
                     "flops": flops,
-                    "bytes": var.bytes(batch, heads, n, head_dim, torch.float32, **opts),
+                    "bytes": nbytes,
                     "gflops": gflops,
                     "gemm_gflops": gemm["gflops"],
                     "fraction_of_gemm": gflops / gemm["gflops"],
                     "of_gemm_floor": (t["median"] * gemm["gflops"] * 1e9) / flops,
+                    "of_serial_floor": t["median"] / serial_floor,
                     "cached": cached,
                 }
             )
@@ -128,19 +132,22 @@ def compare_implementations(
 
 
 def table(res: dict) -> str:
-    """The rows as a markdown table: median [95% CI] and the multiple of the GEMM floor."""
+    """The rows as a markdown table: median [95% CI], the multiple of the GEMM floor and of
+    the serial floor (the GEMM floor plus the time the minimum traffic takes at the copy
+    bandwidth: what a path that runs its GEMMs and its passes over memory one after the
+    other cannot beat; at small head dims the two terms are of the same size)."""
     lines = [
-        f"fp32 GEMM {res['gemm']['gflops']:.1f} GFLOP/s, "
+        f"fp32 GEMM {res['gemm']['gflops']:.1f} GFLOP/s, copy {res['copy_gbps']:.1f} GB/s, "
         f"{res['machine']['torch_threads']} threads, {res['machine']['cpu']}, load average "
         f"{res['load_average_before'][0]:.2f} -> {res['load_average_after'][0]:.2f}",
-        "| N | variant | implementation | ms, median [95% CI] | x GEMM floor |",
-        "|---:|---|---|---|---:|",
+        "| N | variant | implementation | ms, median [95% CI] | x GEMM floor | x serial floor |",
+        "|---:|---|---|---|---:|---:|",
     ]
     for r in res["rows"]:
         lines.append(
             f"| {r['N']} | {r['variant']} | {r['impl']}{' (peer)' if r['peer'] else ''} | "
             f"{r['median_ms']:.2f} [{r['ci_low_ms']:.2f}, {r['ci_high_ms']:.2f}] | "
-            f"{r['of_gemm_floor']:.2f} |"
+            f"{r['of_gemm_floor']:.2f} | {r['of_serial_floor']:.2f} |"
         )
     return "\n".join(lines)
 

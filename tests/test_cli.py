@@ -59,6 +59,9 @@ def test_implementation_comparison_rows():
         assert r["N"] == 12 and r["median_ms"] > 0 and r["flops"] > 0
         assert r["ci_low_ms"] <= r["median_ms"] <= r["ci_high_ms"]
         assert r["fraction_of_gemm"] == pytest.approx(r["gflops"] / res["gemm"]["gflops"])
+        floor_s = r["flops"] / (res["gemm"]["gflops"] * 1e9) + r["bytes"] / (res["copy_gbps"] * 1e9)
+        assert r["of_serial_floor"] == pytest.approx(r["median_ms"] / 1e3 / floor_s)
+        assert r["of_serial_floor"] < r["of_gemm_floor"]
         assert r["peer"] == (r["impl"] not in ("fast", "reference"))
     assert res["gemm"]["gflops"] > 0
 
