@@ -51,7 +51,7 @@ def write_report(study) -> Path:
         "",
         f"- Machine: {machine.get('cpu', '?')}, {machine.get('usable_cores', '?')} usable cores, "
         f"torch {machine.get('torch', '?')} with {machine.get('torch_threads', '?')} threads; "
-        f"1-minute load average at the start: {machine.get('load_average_1min', '?')}.",
+        f"1-minute load average at the start: {_f(machine.get('load_average_1min'))}.",
     ]
     if zoo:
         md.append(
