@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default=None, help="comma-separated (default: all)")
     p.add_argument("--repeats", type=int, default=7, help="interleaved rounds per grid")
     p.add_argument("--out", type=Path, default=None, help="also write the result as JSON")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = p.parse_args(argv)
     from bench.machine import keep_freed_memory
 
@@ -183,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError) as e:
         p.error(str(e.args[0]))
     load_before = os.getloadavg()
-    res = compare_implementations(grids=grids, variants=variants, repeats=args.repeats)
+    res = compare_implementations(
+        grids=grids, variants=variants, repeats=args.repeats, progress=not args.no_progress
+    )
     res["load_average_before"], res["load_average_after"] = list(load_before), list(os.getloadavg())
     print(table(res))
     if args.out is not None:

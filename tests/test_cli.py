@@ -80,8 +80,10 @@ def test_zoo_cpu_command_writes_its_table(tmp_path, capsys):
         assert msg in capsys.readouterr().err
     out = tmp_path / "zoo.json"
     assert zoo_main(["--grids", "1x2x3", "--variants", "relu_linear", "--repeats", "1",
-                     "--out", str(out)]) == 0  # fmt: skip
-    printed = capsys.readouterr().out
+                     "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert "zoo implementations" not in captured.err  # --no-progress hides the bar
     doc = json.loads(out.read_text())
     assert {(r["variant"], r["impl"]) for r in doc["rows"]} == {
         ("relu_linear", "fast"),
