@@ -56,7 +56,7 @@ from bench.latency import (
     scaled_leave_one_out,
 )
 from bench.machine import gemm_rate, machine_info, ort_gemm_rate
-from bench.stats import rank_correlation, relative_error
+from bench.stats import error_text, rank_correlation, relative_error
 from hybrid_dit import PRESETS, format_pattern, model_flops, parse_grid, reference_patterns
 
 RESULTS = Path(__file__).resolve().parent / "results" / "model-cpu.json"
@@ -331,19 +331,13 @@ def table(doc: dict) -> str:
             f"[{r['ci_low_ms'] / 1e3:.2f}, {r['ci_high_ms'] / 1e3:.2f}] | "
             f"{100 * r['fraction_of_gemm']:.0f}% | "
             f"{'n/a' if same is None else f'{same / 1e3:.2f}'} | "
-            f"{error_cell(r.get('same_rounds_error'), r.get('same_rounds_error_ci'))} | "
+            f"{error_text(r.get('same_rounds_error'), r.get('same_rounds_error_ci'))} | "
             f"{r['predicted_ms'] / 1e3:.2f} | "
-            f"{error_cell(r['prediction_error'], r.get('prediction_error_ci'))} |"
+            f"{error_text(r['prediction_error'], r.get('prediction_error_ci'))} |"
         )
     for backend, pr in doc["predictor"].items():
         lines.append(predictor_line(backend, pr))
     return "\n".join(lines)
-
-
-def error_cell(err, ci) -> str:
-    if err is None:
-        return "n/a"
-    return f"{100 * err:+.1f}%" + ("" if not ci else f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]")
 
 
 def check_words(c: dict) -> str:
@@ -412,8 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         "--repeats",
         type=int,
         default=20,
-        help="interleaved rounds of whole models (default 20: a median's interval is still "
-        "+-3-5%% on a 2-core cloud VM)",
+        help="interleaved rounds of whole models (default 20: a median's 95%% interval was "
+        "still +-5-15%% on a 2-core cloud VM)",
     )
     p.add_argument("--block-repeats", type=int, default=9, help="rounds of the block tables")
     p.add_argument(

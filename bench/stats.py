@@ -163,6 +163,14 @@ def ms_row(t: dict) -> dict:
     return out
 
 
+def error_text(err: float | None, ci: Sequence[float] | None = None) -> str:
+    """A relative error in percent ("+3.1%"), with its interval where one is given
+    ("+3.1% [-2.0, +8.4]"); "n/a" for None."""
+    if err is None:
+        return "n/a"
+    return f"{100 * err:+.1f}%" + ("" if not ci else f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]")
+
+
 def relative_error(predicted: float, measured: float) -> float:
     return predicted / measured - 1 if measured else math.inf
 

@@ -8,7 +8,7 @@ import math
 import time
 from pathlib import Path
 
-from bench.stats import MIN_RANKED, speed_verdict
+from bench.stats import MIN_RANKED, error_text, speed_verdict
 from export.files import write_text
 from study import plots
 from study.evaluate import mse_to_psnr
@@ -23,13 +23,6 @@ def _pattern(names) -> str:
 
 def _f(x, fmt=".2f") -> str:
     return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, fmt)
-
-
-def _pct(x, ci=None) -> str:
-    """A relative error in percent, with its interval when one is given."""
-    if x is None:
-        return "n/a"
-    return f"{100 * x:+.1f}%" + ("" if not ci else f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]")
 
 
 def _star(row) -> str:
@@ -453,8 +446,8 @@ def _validate_section(v, cfg) -> list[str]:
             cells += [
                 f"{x['step_predicted_ms']:.0f}",
                 f"{x['step_measured_ms']:.0f} [{x['step_ci_ms'][0]:.0f}, {x['step_ci_ms'][1]:.0f}]",
-                _pct(x["step_prediction_error"], x.get("step_prediction_error_ci")),
-                _pct(x.get("step_same_rounds_error"), x.get("step_same_rounds_error_ci")),
+                error_text(x["step_prediction_error"], x.get("step_prediction_error_ci")),
+                error_text(x.get("step_same_rounds_error"), x.get("step_same_rounds_error_ci")),
             ]
         cells += [
             f"{mse_to_psnr(r['predicted_mse']):.2f}",

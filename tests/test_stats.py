@@ -182,3 +182,11 @@ def test_prediction_error_interval_carries_both_sides_noise():
     assert prediction_error_ci([(1, [50.0, 50.0])], [40.0] * 2) == pytest.approx((0.25, 0.25))
     with pytest.raises(ValueError, match="finite"):
         prediction_error_ci([(1, [1.0, float("nan"), 1.0])], [1.0] * 3)
+
+
+def test_error_text_shows_the_interval_where_there_is_one():
+    from bench.stats import error_text
+
+    assert error_text(None) == "n/a"
+    assert error_text(0.031) == "+3.1%"
+    assert error_text(-0.02, [-0.084, 0.04]) == "-2.0% [-8.4, +4.0]"
