@@ -395,9 +395,10 @@ def model_table(
     are timed in the same rounds as the whole models, as the table "same_rounds_blocks";
     each model then also gets the block sum from those timings ("same_rounds_predicted_ms",
     "same_rounds_error"; every error comes with its bootstrap interval, "*_error_ci",
-    bench.latency.error_ci). A block table made minutes earlier carries the machine's drift
-    between the two measurements (on a 2-core cloud VM, blocks measured 15-30% apart from
-    one process to the next); timed in the same rounds, the two see the same machine.
+    bench.latency.error_ci, resampling whole rounds for the same-round sums). A block table
+    made minutes earlier carries the machine's drift between the two measurements (on a
+    2-core cloud VM, blocks measured 15-30% apart from one process to the next); timed in
+    the same rounds, the two see the same machine.
 
     `block_clock` (torch-cpu only): every block of every whole model is also timed inside
     the model's own timed calls (BlockClock), so each model row gets "in_model": its
@@ -495,7 +496,7 @@ def model_table(
             row["same_rounds_error"] = relative_error(
                 row["same_rounds_predicted_ms"], row["median_ms"]
             )
-            row["same_rounds_error_ci"] = error_ci(same, c.attention, row)
+            row["same_rounds_error_ci"] = error_ci(same, c.attention, row, paired=True)
         if "block_seconds" in times[name]:
             row["in_model"] = in_model_row(c.attention, times[name])
         rows.append(row)
@@ -584,16 +585,20 @@ def predict_ms(blocks: dict, attention: Sequence[str]) -> float:
     return blocks["overhead"]["median_ms"] + sum(per[v] for v in attention)
 
 
-def error_ci(blocks: dict, attention: Sequence[str], measured: dict) -> list[float] | None:
+def error_ci(
+    blocks: dict, attention: Sequence[str], measured: dict, paired: bool = False
+) -> list[float] | None:
     """The 95% bootstrap interval of predict_ms(blocks, attention) / measured - 1, from the
     repeats of the overhead, of each block latency and of the measured row
-    (bench.stats.prediction_error_ci); None where a table kept no repeats."""
+    (bench.stats.prediction_error_ci); None where a table kept no repeats. `paired`: the
+    blocks were timed in the measured row's own rounds (model_table's same_rounds), so
+    whole rounds are resampled together."""
     per = {r["variant"]: r.get("times_ms") for r in blocks["variants"]}
     counts = {v: attention.count(v) for v in dict.fromkeys(attention)}
     parts = [(1.0, blocks["overhead"].get("times_ms")), *((n, per[v]) for v, n in counts.items())]
     if not measured.get("times_ms") or any(not ts for _, ts in parts):
         return None
-    return list(prediction_error_ci(parts, measured["times_ms"]))
+    return list(prediction_error_ci(parts, measured["times_ms"], paired=paired))
 
 
 def scaled_leave_one_out(table: dict) -> dict:
@@ -625,6 +630,51 @@ def scaled_leave_one_out(table: dict) -> dict:
         "worst_error": max((abs(r["error"]) for r in rows), default=None),
         "spearman": rank_correlation([r["predicted_ms"] for r in rows], meas),
     }
+
+
+def full_depth_predictions(models: Sequence[dict], depth: int) -> list[dict]:
+    """What a block costs inside a full-depth model, from whole models of one variant: the
+    latency of a mix is predicted as sum over variants of (blocks of v / depth) x the
+    one-variant model of v (overhead + depth x an in-model block of v, so the overhead
+    cancels), and its error is checked on every mix whose variants all have a one-variant
+    model (those models are the calibration, not checked). `models`: model_table rows
+    (attention, median_ms, times_ms; "group" where models were timed in several groups).
+    The interval resamples whole rounds (paired) where the mix and its one-variant models
+    were timed in the same rounds (one group, the same number of repeats), else each
+    sample on its own; "paired" says which."""
+    single = {m["attention"][0]: m for m in models if len(set(m["attention"])) == 1}
+    rows = []
+    for m in models:
+        counts = {v: m["attention"].count(v) for v in dict.fromkeys(m["attention"])}
+        if len(counts) < 2 or not set(counts) <= set(single):
+            continue
+        if len(m["attention"]) != depth:
+            raise ValueError(f"{m['pattern']}: {len(m['attention'])} blocks, expected {depth}")
+        parts = [(n / depth, single[v]) for v, n in counts.items()]
+        pred = sum(w * s["median_ms"] for w, s in parts)
+        timed = bool(m.get("times_ms")) and all(s.get("times_ms") for _, s in parts)
+        paired = timed and all(
+            s.get("group") == m.get("group") and len(s["times_ms"]) == len(m["times_ms"])
+            for _, s in parts
+        )
+        ci = None
+        if timed:
+            ci = list(
+                prediction_error_ci(
+                    [(w, s["times_ms"]) for w, s in parts], m["times_ms"], paired=paired
+                )
+            )
+        rows.append(
+            {
+                "pattern": m["pattern"],
+                "median_ms": m["median_ms"],
+                "predicted_ms": pred,
+                "error": relative_error(pred, m["median_ms"]),
+                "error_ci": ci,
+                "paired": paired,
+            }
+        )
+    return rows
 
 
 def per_block_latency(blocks: dict) -> list[dict[str, float]]:

@@ -63,25 +63,49 @@ def prediction_error_ci(
     measured: Sequence[float],
     level: float = CI_LEVEL,
     seed: int = 0,
+    paired: bool = False,
 ) -> tuple[float, float]:
     """Bootstrap interval of a prediction's relative error, predicted / measured - 1, where
     predicted = sum of weight x median(times) over `parts` (an overhead and block
-    latencies, each from its own repeats) and measured the median of `measured`: every
-    sample is resampled on its own (percentile method, seeded), so the interval carries
-    the noise of both sides. A part or measurement of fewer than 3 repeats is taken as its
-    median, not resampled."""
+    latencies, each from its own repeats) and measured the median of `measured`
+    (percentile method, seeded), so the interval carries the noise of both sides.
+
+    Unpaired (default), every sample is resampled on its own; a part or measurement of
+    fewer than 3 repeats is taken as its median, not resampled. `paired`: every sample
+    holds one time per round of one interleaved timing (time_interleaved: times[r] of
+    each candidate come from round r), and whole rounds are resampled, the same rounds for
+    every sample, so the machine's drift from round to round, which moves both sides
+    alike, does not widen the interval; it needs the same number of rounds in every sample
+    (with fewer than 3, every sample is taken as its median, as unpaired)."""
     rng = np.random.default_rng(seed)
 
-    def medians(times) -> np.ndarray:
+    def check(times) -> np.ndarray:
         ts = np.asarray(times, dtype=np.float64)
         if ts.ndim != 1 or ts.size == 0 or not np.isfinite(ts).all():
             raise ValueError(f"times must be a non-empty list of finite numbers, got {times!r}")
+        return ts
+
+    samples = [check(ts) for _, ts in parts] + [check(measured)]
+    idx = None
+    if paired:
+        sizes = sorted({ts.size for ts in samples})
+        if len(sizes) != 1:
+            raise ValueError(
+                "paired: every part and the measurement need one time per round of the same "
+                f"rounds, got {[ts.size for ts in samples]} times"
+            )
+        if sizes[0] >= 3:
+            idx = rng.integers(0, sizes[0], size=(BOOTSTRAP_RESAMPLES, sizes[0]))
+
+    def medians(ts: np.ndarray) -> np.ndarray:
+        if idx is not None:
+            return np.median(ts[idx], axis=1)
         if ts.size < 3:
             return np.full(BOOTSTRAP_RESAMPLES, np.median(ts))
         return np.median(ts[rng.integers(0, ts.size, size=(BOOTSTRAP_RESAMPLES, ts.size))], axis=1)
 
-    predicted = sum(w * medians(ts) for w, ts in parts)
-    err = predicted / medians(measured) - 1
+    predicted = sum(w * medians(ts) for (w, _), ts in zip(parts, samples[:-1], strict=True))
+    err = predicted / medians(samples[-1]) - 1
     a = (1 - level) / 2
     lo, hi = np.quantile(err, [a, 1 - a])
     return float(lo), float(hi)

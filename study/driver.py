@@ -577,7 +577,7 @@ class Study:
         real (block distillation against that step count's model) and measured on held-out
         clips; whole models of every pattern built timed interleaved; predicted vs
         measured; chosen vs recipe per clip (paired) for the robustness table."""
-        from bench.latency import model_table, scaled_leave_one_out
+        from bench.latency import full_depth_predictions, model_table, scaled_leave_one_out
         from bench.stats import rank_correlation
 
         def run():
@@ -692,6 +692,11 @@ class Study:
                         {"blocks": self.tables["latency"]["blocks"][b], "models": t}
                     )
                     for b, t in latency.items()
+                },
+                # the mixes from the one-variant whole models timed beside them (blocks
+                # timed inside full-depth models): with validate_references only
+                "full_depth_step_prediction": {
+                    b: full_depth_predictions(t["models"], depth) for b, t in latency.items()
                 },
                 "spearman_quality": rho(None, "predicted_mse", "mse"),
                 "robustness": robust,

@@ -427,7 +427,8 @@ def _validate_section(v, cfg) -> list[str]:
         "Predicted: overhead + block sum from the latency stage's table (what the search "
         "used); same-round error: the same sum from block stacks timed again in the whole "
         "models' own rounds, so the machine's drift between the two stages is left out. "
-        "Errors carry the 95% bootstrap interval from the repeats of both sides.",
+        "Errors carry the 95% bootstrap interval from the repeats of both sides (for the "
+        "same-round error, whole rounds resampled).",
         "",
     ]
     backends = list(v["whole_models"])
@@ -482,6 +483,14 @@ def _validate_section(v, cfg) -> list[str]:
                 f"; the block table times one in-model factor ({cal['factor']:.3f}, fitted "
                 f"to the other models, each held out): worst error "
                 f"{100 * cal['worst_error']:.1f}% over {cal['configs']} models"
+            )
+        full = v.get("full_depth_step_prediction", {}).get(b)
+        if full:
+            worst = max(full, key=lambda x: abs(x["error"]))
+            line += (
+                f"; the mixes from the all-one-variant models timed beside them (blocks "
+                f"inside full-depth models): worst error "
+                f"{error_text(worst['error'], worst['error_ci'])} over {len(full)} models"
             )
         md.append(line + ".")
     md.append(

@@ -301,3 +301,113 @@ def test_error_interval_needs_the_repeats_of_every_part():
     assert error_ci(blocks, ["softmax", "softmax"], row) == pytest.approx([0.25, 0.25])
     del blocks["overhead"]["times_ms"]
     assert error_ci(blocks, ["softmax", "softmax"], row) is None
+
+
+def timed_models(scale=None, groups=None, rounds: int = 9, seed: int = 0) -> list[dict]:
+    """The synthetic models with per-round times: each round's drift moves every model
+    alike, and `scale` multiplies one pattern's times (a non-additive model)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    drift = np.exp(0.2 * rng.standard_normal(rounds))
+    out = []
+    for i, m in enumerate(synthetic_table()["models"]["models"]):
+        f = (scale or {}).get(m["pattern"], 1.0)
+        times = [float(x) for x in m["median_ms"] * f * drift]
+        out.append({**m, "median_ms": float(np.median(times)), "times_ms": times,
+                    "group": 0 if groups is None else groups[i]})  # fmt: skip
+    return out
+
+
+def test_full_depth_predictor_interpolates_the_one_variant_models():
+    """Mixes from the one-variant models: exact on additive models, the one-variant models
+    themselves are the calibration (not checked), a disturbed mix shows its error, and
+    the interval is paired only where all were timed in the same rounds."""
+    from bench.latency import full_depth_predictions
+
+    rows = full_depth_predictions(timed_models(), DEPTH)
+    assert [r["pattern"] for r in rows] == [",".join(p) for p in PATTERNS[2:]]
+    for r in rows:
+        assert r["error"] == pytest.approx(0, abs=1e-12) and r["paired"]
+        assert r["error_ci"] == pytest.approx([0, 0], abs=1e-12)  # drift cancels, paired
+    mix = ",".join(PATTERNS[3])
+    (bad,) = [r for r in full_depth_predictions(timed_models({mix: 1.1}), DEPTH)
+              if r["pattern"] == mix]  # fmt: skip
+    assert bad["error"] == pytest.approx(1 / 1.1 - 1)
+    # all softmax timed in another group: unpaired, and the drift widens the interval
+    split = full_depth_predictions(timed_models(groups=[1, 0, 0, 0, 0]), DEPTH)
+    assert not any(r["paired"] for r in split)
+    assert all(r["error_ci"][1] - r["error_ci"][0] > 0.05 for r in split)
+    # without a one-variant model of each of its variants, a mix is not predicted
+    assert full_depth_predictions(timed_models()[1:], DEPTH) == []
+    with pytest.raises(ValueError, match="4 blocks, expected 3"):
+        full_depth_predictions(timed_models(), 3)
+
+
+def test_reanalyse_adds_the_full_depth_check_and_pairs_same_round_intervals(tmp_path, capsys):
+    """A saved result re-analysed: the full-depth predictor is checked over the mixes, the
+    table shows the one-variant models as its calibration, and the same-round error
+    intervals are recomputed paired by round from the saved timings."""
+    from bench.latency import error_ci
+
+    models = timed_models({",".join(PATTERNS[4]): 1.02})
+    same = {
+        "variants": [
+            {"variant": v, "median_ms": ms, "times_ms": [ms * m for m in (1.0, 1.1, 0.9)] * 3}
+            for v, ms in BLOCK.items()
+        ],
+        "overhead": {"median_ms": OVERHEAD, "times_ms": [OVERHEAD] * 9},
+    }
+    rows = []
+    for m in models:
+        pred = OVERHEAD + sum(BLOCK[v] for v in m["attention"])
+        m.update(same_rounds_predicted_ms=pred, same_rounds_error=pred / m["median_ms"] - 1,
+                 same_rounds_error_ci=[-1.0, 1.0])  # fmt: skip
+        rows.append(
+            {
+                "pattern": m["pattern"],
+                "backend": "torch-cpu",
+                "group": 0,
+                "median_ms": m["median_ms"],
+                "ci_low_ms": m["median_ms"],
+                "ci_high_ms": m["median_ms"],
+                "fraction_of_gemm": 0.5,
+                "predicted_ms": pred,
+                "prediction_error": pred / m["median_ms"] - 1,
+                "same_rounds_predicted_ms": pred,
+                "same_rounds_error": pred / m["median_ms"] - 1,
+                "same_rounds_error_ci": [-1.0, 1.0],
+            }
+        )
+    table = {
+        "blocks": synthetic_table()["blocks"],
+        "models": {"models": models, "groups": [{"same_rounds_blocks": same}]},
+    }
+    doc = {
+        "benchmark": "bench.model_cpu",
+        "preset": "tiny",
+        "config": {"depth": DEPTH},
+        "grid": [1, 2, 2],
+        "tokens": 4,
+        "gemm_gflops": 2.0,
+        "gemm_gflops_after": 2.0,
+        "gemm_gflops_by_backend": {"torch-cpu": 2.0},
+        "load_average_before": [0.0] * 3,
+        "load_average_after": [0.0] * 3,
+        "rows": rows,
+        "tables": {"torch-cpu": table},
+    }
+    src, out = tmp_path / "in.json", tmp_path / "out.json"
+    src.write_text(json.dumps(doc))
+    assert main(["--reanalyse", str(src), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    full = res["predictor"]["torch-cpu"]["full_depth"]
+    assert full["configs"] == 3 and full["worst_error"] == pytest.approx(1 - 1 / 1.02)
+    assert not full["goal_met"]  # 3 mixes, fewer than the goal's 6
+    for r, m in zip(res["rows"], models, strict=True):
+        want = error_ci(same, m["attention"], m, paired=True)
+        assert r["same_rounds_error_ci"] == pytest.approx(want) and want != [-1.0, 1.0]
+    printed = capsys.readouterr().out
+    assert printed.count("| calibration | - |") == 2
+    assert "mixes from the one-variant whole models (full depth) worst error 2.0%" in printed
+    assert "nothing re-timed" in res["reanalysed"]

@@ -184,6 +184,27 @@ def test_prediction_error_interval_carries_both_sides_noise():
         prediction_error_ci([(1, [1.0, float("nan"), 1.0])], [1.0] * 3)
 
 
+def test_paired_error_interval_resamples_whole_rounds():
+    """Drift that moves every candidate of a round alike (a shared machine's) widens the
+    unpaired interval but cancels in the paired one; a pairing of unequal rounds is an
+    error, and fewer than 3 rounds give the point."""
+    from bench.stats import prediction_error_ci
+
+    rng = np.random.default_rng(1)
+    drift = np.exp(0.3 * rng.standard_normal(15))  # +-30% from round to round
+    jitter = lambda: 1 + 0.01 * rng.standard_normal(15)  # noqa: E731
+    overhead, block, model = 10 * drift * jitter(), 45 * drift * jitter(), 80 * drift * jitter()
+    parts = [(1, overhead), (2, block)]
+    lo_u, hi_u = prediction_error_ci(parts, model)
+    lo_p, hi_p = prediction_error_ci(parts, model, paired=True)
+    assert lo_p < 0.25 < hi_p and hi_p - lo_p < 0.05  # the true error, +25%, within 1%-noise
+    assert lo_u < 0.25 < hi_u and hi_u - lo_u > 4 * (hi_p - lo_p)
+    with pytest.raises(ValueError, match=r"paired: .* got \[15, 14, 15\] times"):
+        prediction_error_ci([(1, overhead), (2, block[:-1])], model, paired=True)
+    two = prediction_error_ci([(1, [50.0, 50.0])], [40.0, 40.0], paired=True)
+    assert two == pytest.approx((0.25, 0.25))
+
+
 def test_error_text_shows_the_interval_where_there_is_one():
     from bench.stats import error_text
 

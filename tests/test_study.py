@@ -106,6 +106,13 @@ def test_micro_study_end_to_end(tmp_path, micro_teacher):
     assert len(chosen) == 1
     assert (chosen[0]["steps"], chosen[0]["attention"]) == (s["best"]["steps"], s["best"]["config"])
     assert len(val["robustness"]) == 1 and val["robustness_mean"]["teachers"] == 1
+    # the mixes predicted from the one-variant models among those timed, per backend
+    from bench.latency import full_depth_predictions
+
+    assert val["full_depth_step_prediction"] == {
+        b: full_depth_predictions(t["models"], PRESETS["tiny"].depth)
+        for b, t in val["whole_models"].items()
+    }
     for r in val["configs"]:  # predicted vs measured on the target backend, with intervals
         x = r["onnxruntime-cpu"]
         assert x["step_ci_ms"][0] <= x["step_measured_ms"] <= x["step_ci_ms"][1]
@@ -205,3 +212,27 @@ def test_top_k_zero_builds_no_neighbours_and_negative_is_refused():
     assert "0 front neighbour(s)" in " ".join(StudyConfig.from_dict({"top_k": 0}).left_out())
     with pytest.raises(ValueError, match="top_k must be an int >= 0, got -1"):
         StudyConfig.from_dict({"top_k": -1})
+
+
+def test_validate_section_states_the_full_depth_prediction():
+    """With the one-variant references built (validate_references), the report gives the
+    worst error of the mixes predicted from them, with its interval."""
+    from study.report import _validate_section
+
+    b = "onnxruntime-cpu"
+    full = [
+        {"pattern": "L*3,S", "error": 0.012, "error_ci": [-0.02, 0.03], "paired": True},
+        {"pattern": "S,L*3", "error": -0.041, "error_ci": [-0.07, -0.01], "paired": True},
+    ]
+    v = {
+        "whole_models": {b: {"models": []}},
+        "configs": [],
+        "spearman_latency": {b: None},
+        "worst_step_prediction_error": {b: 0.08},
+        "spearman_quality": None,
+        "full_depth_step_prediction": {b: full},
+    }
+    text = "\n".join(_validate_section(v, StudyConfig()))
+    assert "full-depth models): worst error -4.1% [-7.0, -1.0] over 2 models" in text
+    v["full_depth_step_prediction"] = {b: []}
+    assert "full-depth" not in "\n".join(_validate_section(v, StudyConfig()))
