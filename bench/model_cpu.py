@@ -28,8 +28,9 @@ A third, the full-depth predictor, times blocks inside full-depth models: each m
 the one-variant whole models timed in the same rounds (bench.latency.full_depth_predictions;
 every block of a variant costs what it costs in its all-that-variant model), checked over
 the mixes (paired by round where the mix and those models share their rounds; on
-onnxruntime's groups, below, often not). Every error carries a bootstrap interval from the repeats of both sides, and
-every predictor its goal check (worst error <= 5%, Spearman >= 0.95 over >= 6 models).
+onnxruntime's groups, below, often not). Every error carries a bootstrap interval from
+the repeats of both sides, and every predictor its goal check (worst error <= 5%,
+Spearman >= 0.95 over >= 6 models).
 On onnxruntime, whole-model sessions are timed in groups of as many as fit in memory side
 by side (bench.latency.held_group_size), patterns of neighbouring predicted latency in one
 group, each group with its own same-round stacks; on torch all patterns are one group and

@@ -23,9 +23,10 @@ from hybrid_dit import format_pattern, mobilei2v_pattern, reference_patterns
 from study.cache import Cache, code_version
 from study.models import student_path, teacher_path
 
-# The backend the search optimises by default, and why: a CPU user ships onnxruntime, the
-# faster CPU runtime for these models once both are configured alike (threads matched,
-# spinning off; bench/results/model-cpu.json). `--target` picks another.
+# The backend the search optimises by default, and why: a CPU user ships onnxruntime, a
+# runtime without Python; configured alike (threads matched, spinning off) it ran these
+# models faster than torch on AVX-512 Zen CPUs and the same within noise or slower on
+# others (README, bench/results/model-cpu.json). `--target` picks another.
 DEFAULT_TARGET = "onnxruntime-cpu"
 # MobileI2V's recipe: its 7:1 pattern, sampled with this many steps after distillation.
 RECIPE_STEPS = 2
