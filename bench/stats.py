@@ -88,14 +88,15 @@ def prediction_error_ci(
     samples = [check(ts) for _, ts in parts] + [check(measured)]
     idx = None
     if paired:
-        sizes = sorted({ts.size for ts in samples})
-        if len(sizes) != 1:
+        rounds = {ts.size for ts in samples}
+        if len(rounds) != 1:
             raise ValueError(
                 "paired: every part and the measurement need one time per round of the same "
                 f"rounds, got {[ts.size for ts in samples]} times"
             )
-        if sizes[0] >= 3:
-            idx = rng.integers(0, sizes[0], size=(BOOTSTRAP_RESAMPLES, sizes[0]))
+        (n,) = rounds
+        if n >= 3:
+            idx = rng.integers(0, n, size=(BOOTSTRAP_RESAMPLES, n))
 
     def medians(ts: np.ndarray) -> np.ndarray:
         if idx is not None:

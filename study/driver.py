@@ -695,7 +695,8 @@ class Study:
                     for b, t in latency.items()
                 },
                 # the mixes from the one-variant whole models timed beside them (blocks
-                # timed inside full-depth models): with validate_references only
+                # timed inside full-depth models): where those were built, as with
+                # validate_references
                 "full_depth_step_prediction": {
                     b: full_depth_predictions(t["models"], depth) for b, t in latency.items()
                 },

@@ -75,6 +75,30 @@ def test_in_model_ratio_shows_what_the_table_misses():
     assert ratios == pytest.approx({"softmax": 1.25, "relu_linear": 1.25})
 
 
+def reanalysed(tmp_path, rows: list[dict], table: dict) -> dict:
+    """A saved torch-cpu result of `rows` and `table` through `--reanalyse`: the document
+    it writes."""
+    doc = {
+        "benchmark": "bench.model_cpu",
+        "preset": "tiny",
+        "config": {"depth": DEPTH},
+        "grid": [1, 2, 2],
+        "tokens": 4,
+        "gemm_gflops": 2.0,
+        "gemm_gflops_after": 2.0,
+        "gemm_gflops_by_backend": {"torch-cpu": 2.0},
+        "load_average_before": [0.0] * 3,
+        "load_average_after": [0.0] * 3,
+        "rows": rows,
+        "tables": {"torch-cpu": table},
+        "predictor": {},
+    }
+    src, out = tmp_path / "in.json", tmp_path / "out.json"
+    src.write_text(json.dumps(doc))
+    assert main(["--reanalyse", str(src), "--out", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
 def test_reanalyse_rewrites_the_predictor_from_a_saved_result(tmp_path, capsys):
     t = synthetic_table(0.9)
     rows = []
@@ -94,25 +118,7 @@ def test_reanalyse_rewrites_the_predictor_from_a_saved_result(tmp_path, capsys):
                 "prediction_error": pred / m["median_ms"] - 1,
             }
         )
-    doc = {
-        "benchmark": "bench.model_cpu",
-        "preset": "tiny",
-        "config": {"depth": DEPTH},
-        "grid": [1, 2, 2],
-        "tokens": 4,
-        "gemm_gflops": 2.0,
-        "gemm_gflops_after": 2.0,
-        "gemm_gflops_by_backend": {"torch-cpu": 2.0},
-        "load_average_before": [0.0] * 3,
-        "load_average_after": [0.0] * 3,
-        "rows": rows,
-        "tables": {"torch-cpu": t},
-        "predictor": {},
-    }
-    src, out = tmp_path / "in.json", tmp_path / "out.json"
-    src.write_text(json.dumps(doc))
-    assert main(["--reanalyse", str(src), "--out", str(out)]) == 0
-    res = json.loads(out.read_text())["predictor"]["torch-cpu"]
+    res = reanalysed(tmp_path, rows, t)["predictor"]["torch-cpu"]
     assert res == predictor_summary(rows, {"torch-cpu": t}, DEPTH)["torch-cpu"]
     assert res["table"]["worst_error"] == pytest.approx(
         max(abs(r["prediction_error"]) for r in rows)
@@ -383,24 +389,7 @@ def test_reanalyse_adds_the_full_depth_check_and_pairs_same_round_intervals(tmp_
         "blocks": synthetic_table()["blocks"],
         "models": {"models": models, "groups": [{"same_rounds_blocks": same}]},
     }
-    doc = {
-        "benchmark": "bench.model_cpu",
-        "preset": "tiny",
-        "config": {"depth": DEPTH},
-        "grid": [1, 2, 2],
-        "tokens": 4,
-        "gemm_gflops": 2.0,
-        "gemm_gflops_after": 2.0,
-        "gemm_gflops_by_backend": {"torch-cpu": 2.0},
-        "load_average_before": [0.0] * 3,
-        "load_average_after": [0.0] * 3,
-        "rows": rows,
-        "tables": {"torch-cpu": table},
-    }
-    src, out = tmp_path / "in.json", tmp_path / "out.json"
-    src.write_text(json.dumps(doc))
-    assert main(["--reanalyse", str(src), "--out", str(out)]) == 0
-    res = json.loads(out.read_text())
+    res = reanalysed(tmp_path, rows, table)
     full = res["predictor"]["torch-cpu"]["full_depth"]
     assert full["configs"] == 3 and full["worst_error"] == pytest.approx(1 - 1 / 1.02)
     assert not full["goal_met"]  # 3 mixes, fewer than the goal's 6
