@@ -87,11 +87,14 @@ def check_backend(backend: str) -> None:
 # Blocks per timed stack (see the module docstring); 1 times a block alone.
 STACK = 2
 # A whole-model onnxruntime CPU session holds about this many times the model's fp32
-# weights (initializers, prepacked copies, arena: ~2.7x measured for mobilei2v at 3x23x40),
-# and the sessions of one table may take this share of the available memory side by side;
+# weights (initializers, prepacked copies, arena: for mobilei2v at 3x23x40, 1.06 GB of
+# weights, the process grew by 2.4 GB for an all-relu_linear session and 3.35 GB for an
+# all-softmax one, each run twice), and the sessions of one table may take this share of
+# the available memory side by side (0.6: four such sessions on a 23 GB machine, ~12 GB,
+# which bench.model_cpu needs for its groups of two one-variant models and two mixes);
 # past it they are made one at a time, each before its timed call (bench.machine.Loaded).
 SESSION_WEIGHT_FACTOR = 3
-SESSION_MEMORY_SHARE = 0.5
+SESSION_MEMORY_SHARE = 0.6
 
 
 def model_weight_bytes(cfg: DiTConfig) -> int:
@@ -604,7 +607,8 @@ def error_ci(
 def scaled_leave_one_out(table: dict) -> dict:
     """A predictor that keeps the block table's relative costs and calibrates one number,
     the in-model factor f: predicted = overhead + f * sum of the table's block latencies,
-    with f the median of (model - overhead) / block sum over the *other* whole models.
+    with f the median of (model - overhead) / block sum over the *other* whole models (the
+    other patterns: copies of one pattern timed in several groups are held out together).
     One parameter, so it predicts patterns and variants no whole model was built of (the
     search's candidates) from the few the study builds anyway. Held-out errors per model."""
     per = {r["variant"]: r["median_ms"] for r in table["blocks"]["variants"]}
@@ -614,7 +618,8 @@ def scaled_leave_one_out(table: dict) -> dict:
     factors = [(m["median_ms"] - overhead) / s for m, s in zip(models, sums, strict=True)]
     rows = []
     for i, m in enumerate(models):
-        others = factors[:i] + factors[i + 1 :]
+        # a pattern timed in several groups is held out with all its copies
+        others = [f for o, f in zip(models, factors, strict=True) if o["pattern"] != m["pattern"]]
         if not others:
             continue
         pred = overhead + float(np.median(others)) * sums[i]
@@ -626,7 +631,7 @@ def scaled_leave_one_out(table: dict) -> dict:
         "factor": float(np.median(factors)) if factors else None,
         "factors": dict(zip((m["pattern"] for m in models), factors, strict=True)),
         "rows": rows,
-        "configs": len(rows),
+        "configs": len({r["pattern"] for r in rows}),
         "worst_error": max((abs(r["error"]) for r in rows), default=None),
         "spearman": rank_correlation([r["predicted_ms"] for r in rows], meas),
     }
@@ -641,8 +646,16 @@ def full_depth_predictions(models: Sequence[dict], depth: int) -> list[dict]:
     (attention, median_ms, times_ms; "group" where models were timed in several groups).
     The interval resamples whole rounds (paired) where the mix and its one-variant models
     were timed in the same rounds (one group, the same number of repeats), else each
-    sample on its own; "paired" says which."""
-    single = {m["attention"][0]: m for m in models if len(set(m["attention"])) == 1}
+    sample on its own; "paired" says which. Where a one-variant model was timed in several
+    groups, a mix takes the copy from its own group (else the first)."""
+    single: dict[str, list[dict]] = {}
+    for m in models:
+        if len(set(m["attention"])) == 1:
+            single.setdefault(m["attention"][0], []).append(m)
+
+    def reference(v, group):
+        return next((s for s in single[v] if s.get("group") == group), single[v][0])
+
     rows = []
     for m in models:
         counts = {v: m["attention"].count(v) for v in dict.fromkeys(m["attention"])}
@@ -650,7 +663,7 @@ def full_depth_predictions(models: Sequence[dict], depth: int) -> list[dict]:
             continue
         if len(m["attention"]) != depth:
             raise ValueError(f"{m['pattern']}: {len(m['attention'])} blocks, expected {depth}")
-        parts = [(n / depth, single[v]) for v, n in counts.items()]
+        parts = [(n / depth, reference(v, m.get("group"))) for v, n in counts.items()]
         pred = sum(w * s["median_ms"] for w, s in parts)
         timed = bool(m.get("times_ms")) and all(s.get("times_ms") for _, s in parts)
         paired = timed and all(

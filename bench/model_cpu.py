@@ -27,15 +27,17 @@ blocks' latencies, each block timed in a stack of `--stack`):
 A third, the full-depth predictor, times blocks inside full-depth models: each mix from
 the one-variant whole models timed in the same rounds (bench.latency.full_depth_predictions;
 every block of a variant costs what it costs in its all-that-variant model), checked over
-the mixes (paired by round where the mix and those models share their rounds; on
-onnxruntime's groups, below, often not). Every error carries a bootstrap interval from
-the repeats of both sides, and every predictor its goal check (worst error <= 5%,
-Spearman >= 0.95 over >= 6 models).
+the mixes (paired by round where the mix and those models share their rounds). Every
+error carries a bootstrap interval from the repeats of both sides, and every predictor its
+goal check (worst error <= 5%, Spearman >= 0.95 over >= 6 models).
 On onnxruntime, whole-model sessions are timed in groups of as many as fit in memory side
 by side (bench.latency.held_group_size), patterns of neighbouring predicted latency in one
-group, each group with its own same-round stacks; on torch all patterns are one group and
-every block is also timed inside the whole models' own calls (BlockClock), so what a block
-costs inside a full-depth model stands beside what its stack measures.
+group, each group with its own same-round stacks and the one-variant models timed again
+beside its mixes (so every full-depth prediction is paired, and those models have a row
+per group; `--references-once` times them once: shorter, but unpaired); on torch all
+patterns are one group and every block is also timed inside the whole models' own calls
+(BlockClock), so what a block costs inside a full-depth model stands beside what its stack
+measures.
 
 It also reports a held-out check of predictors calibrated on whole models (leave one
 out). Writes bench/results/model-cpu.json atomically; `--reanalyse FILE` recomputes the
@@ -92,15 +94,31 @@ PREDICTION_KEYS = (
 )
 
 
-def groups_of(cfg, patterns, backend: str, blocks: dict) -> list[list]:
+def groups_of(
+    cfg, patterns, backend: str, blocks: dict, references_everywhere: bool = True
+) -> list[list]:
     """The patterns split into groups that are timed together: one group on torch; on
     onnxruntime as many whole models per group as fit in memory side by side, patterns
     sorted by their block-table prediction so that near neighbours (the pairs a rank
-    correlation can get wrong) share their rounds."""
+    correlation can get wrong) share their rounds.
+
+    `references_everywhere`: the one-variant patterns (the full-depth predictor's
+    calibration) are timed in every onnxruntime group, beside that group's mixes, so each
+    mix's full-depth prediction pairs with references from its own rounds; needs room for
+    the references and at least one mix per group, else groups are made without it."""
     if backend != "onnxruntime-cpu":
         return [list(patterns)]
     size = held_group_size(cfg)
     order = sorted(patterns, key=lambda p: predict_ms(blocks, cfg.with_attention(p).attention))
+    refs = [p for p in order if len(set(cfg.with_attention(p).attention)) == 1]
+    mixes = [p for p in order if p not in refs]
+    room = size - len(refs)
+    if references_everywhere and refs and mixes and room >= 1 and len(order) > size:
+        return [
+            sorted(refs + mixes[i : i + room],
+                   key=lambda p: predict_ms(blocks, cfg.with_attention(p).attention))
+            for i in range(0, len(mixes), room)
+        ]  # fmt: skip
     return [order[i : i + size] for i in range(0, len(order), size)]
 
 
@@ -114,10 +132,12 @@ def bench_patterns(
     progress: bool = True,
     log=print,
     stack: int = STACK,
+    references_everywhere: bool = True,
 ) -> dict:
     """Times one step per pattern and backend (interleaved per backend and group), with the
     block table of each backend timed first and the block stacks again in the models'
-    rounds. Returns a JSON-able dict."""
+    rounds; on onnxruntime the one-variant models in every group (groups_of). Returns a
+    JSON-able dict."""
     cfg = PRESETS[preset]
     if patterns is None:
         patterns = [*reference_patterns(cfg.depth), *(p for p in MORE_PATTERNS if cfg.depth == 16)]
@@ -137,7 +157,7 @@ def bench_patterns(
             cfg, grid, backend, variants, repeats=block_repeats, stack=stack, progress=progress
         )
         groups = []
-        for i, group in enumerate(groups_of(cfg, patterns, backend, blocks)):
+        for i, group in enumerate(groups_of(cfg, patterns, backend, blocks, references_everywhere)):
             kinds = sorted({v for p in group for v in cfg.with_attention(p).attention})
             t = model_table(
                 cfg, grid, backend, group, blocks=blocks, repeats=repeats, progress=progress,
@@ -184,6 +204,7 @@ def bench_patterns(
         "grid": list(grid),
         "tokens": math.prod(grid),
         "stack": stack,
+        "references_everywhere": references_everywhere,
         "patterns": [format_pattern(cfg.with_attention(p).attention) for p in patterns],
         "machine": machine_info(),
         "gemm_gflops": gemm_before,
@@ -202,10 +223,13 @@ def bench_patterns(
 
 def predictor_check(rows: list[dict], predicted: str, error: str, ci: str | None = None) -> dict:
     """Worst error, Spearman and the goal check of one predictor over the rows that have
-    it; with `ci`, whether every error's interval lies within the goal too."""
+    it (every timed copy of a pattern counts towards the worst error and the ranking, once
+    towards the number of configs); with `ci`, whether every error's interval lies within
+    the goal too."""
     mine = [r for r in rows if r.get(predicted) is not None]
     out = {
-        "configs": len(mine),
+        # distinct patterns: one timed in several groups counts once, every copy checked
+        "configs": len({r.get("pattern", i) for i, r in enumerate(mine)}),
         "worst_error": max((abs(r[error]) for r in mine), default=None),
         "spearman": rank_correlation([r[predicted] for r in mine], [r["median_ms"] for r in mine]),
     }
@@ -341,7 +365,8 @@ def leave_one_out(table: dict) -> dict:
     y = np.array([m["median_ms"] - overhead for m in models])
     rows = []
     for i, m in enumerate(models):
-        keep = np.arange(len(models)) != i
+        # held out with every copy of its pattern (one pattern timed in several groups)
+        keep = np.array([o["pattern"] != m["pattern"] for o in models])
         if np.linalg.matrix_rank(a[keep]) < len(names):
             continue
         fit = np.linalg.lstsq(a[keep], y[keep], rcond=None)[0]
@@ -355,7 +380,7 @@ def leave_one_out(table: dict) -> dict:
         "what": "per-variant block latencies fitted to the other whole models (least squares)",
         "fitted_block_ms": dict(zip(names, map(float, fit_all), strict=True)),
         "rows": rows,
-        "configs": len(rows),
+        "configs": len({r["pattern"] for r in rows}),
         "worst_error": max((abs(r["error"]) for r in rows), default=None),
         "spearman": rank_correlation(pred, meas),
     }
@@ -386,8 +411,14 @@ def table(doc: dict) -> str:
         for m in t["models"]["models"]
         if len(set(m["attention"])) == 1
     }
+    copies = {}
+    for r in doc["rows"]:
+        copies[r["backend"], r["pattern"]] = copies.get((r["backend"], r["pattern"]), 0) + 1
     for r in doc["rows"]:
         same = r.get("same_rounds_predicted_ms")
+        name = r["pattern"] + (
+            f" (group {r['group']})" if copies[r["backend"], r["pattern"]] > 1 else ""
+        )
         f = full.get((r["backend"], r["pattern"]))
         if f is not None:
             depth_cells = (
@@ -399,7 +430,7 @@ def table(doc: dict) -> str:
         else:
             depth_cells = "n/a | n/a"
         lines.append(
-            f"| {r['pattern']} | {r['backend']} | {r['median_ms'] / 1e3:.2f} "
+            f"| {name} | {r['backend']} | {r['median_ms'] / 1e3:.2f} "
             f"[{r['ci_low_ms'] / 1e3:.2f}, {r['ci_high_ms'] / 1e3:.2f}] | "
             f"{100 * r['fraction_of_gemm']:.0f}% | "
             f"{'n/a' if same is None else f'{same / 1e3:.2f}'} | "
@@ -491,6 +522,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument(
+        "--references-once",
+        action="store_true",
+        help="on onnxruntime, time the one-variant models in one group only, not beside "
+        "every group's mixes (shorter, but the full-depth predictions of the other groups "
+        "are then unpaired)",
+    )
+    p.add_argument(
         "--reanalyse",
         type=Path,
         default=None,
@@ -541,6 +579,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = bench_patterns(
         args.preset, grid, patterns, args.repeats, args.block_repeats, backends,
         progress=not args.no_progress, stack=args.stack,
+        references_everywhere=not args.references_once,
     )  # fmt: skip
     write_json(args.out, doc)
     print(table(doc))

@@ -4,6 +4,7 @@ calibration, the in-model vs table ratio, and re-analysis of a saved result."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -16,6 +17,7 @@ from bench.model_cpu import (
     predictor_check,
     predictor_summary,
 )
+from hybrid_dit import format_pattern
 
 OVERHEAD, DEPTH = 10.0, 4
 BLOCK = {"softmax": 100.0, "relu_linear": 60.0}  # in-model block latencies, ms
@@ -50,6 +52,22 @@ def test_leave_one_out_recovers_additive_models_exactly():
     assert res["configs"] == len(PATTERNS)
     assert res["worst_error"] == pytest.approx(0, abs=1e-9)
     assert res["fitted_block_ms"] == pytest.approx(BLOCK)
+
+
+def test_leave_one_out_holds_out_every_copy_of_a_pattern():
+    """A pattern timed in two groups (onnxruntime's one-variant models): both copies are
+    held out together, so neither is predicted from the other, and it counts once."""
+    t = synthetic_table()
+    first = t["models"]["models"][0]
+    t["models"]["models"].append({**first, "median_ms": 1.2 * first["median_ms"]})
+    res = leave_one_out(t)
+    copies = [r["error"] for r in res["rows"] if r["pattern"] == first["pattern"]]
+    # from the four other patterns alone: exact, so 0 and 1 / 1.2 - 1 (the other copy in
+    # the fit would have pulled the first copy's prediction off by ~10%)
+    assert copies == pytest.approx([0, 1 / 1.2 - 1], abs=1e-9)
+    assert res["configs"] == len(PATTERNS)
+    scaled = scaled_leave_one_out(t)
+    assert scaled["configs"] == len(PATTERNS) and len(scaled["rows"]) == len(PATTERNS) + 1
 
 
 def test_leave_one_out_skips_a_model_the_others_cannot_predict():
@@ -248,6 +266,12 @@ def test_predictor_goal_needs_six_models_the_error_and_the_ranking():
     swapped = check_rows([0.0, 0.0, 0.03, -0.03, 0.0, 0.0], [100, 200, 300, 306, 500, 600])
     res = predictor_check(swapped, "p", "e")
     assert res["worst_error"] <= 0.05 and res["spearman"] < 0.95 and not res["goal_met"]
+    # a pattern timed twice counts once towards the configs, and both copies are checked
+    twice = check_rows([0.0, 0.0, 0.0, 0.0, 0.0, 0.06])
+    for i, r in enumerate(twice):
+        r["pattern"] = f"p{min(i, 4)}"
+    res = predictor_check(twice, "p", "e")
+    assert res["configs"] == 5 and res["worst_error"] == pytest.approx(0.06)
     none = predictor_check([{"median_ms": 1.0}], "p", "e", "ci")
     assert none["configs"] == 0 and not none["goal_met"] and not none["intervals_within_goal"]
 
@@ -260,10 +284,22 @@ def test_onnxruntime_groups_fit_in_memory_and_keep_neighbours_together(monkeypat
     blocks = synthetic_table()["blocks"]
     pats = ["S*4", "L*4", "L,S,L,S", "S,S,L,L", "L*3,S"]
     monkeypatch.setattr(mc, "held_group_size", lambda cfg: 2)
+    # no room beside the two one-variant models: groups without them
     groups = groups_of(cfg, pats, "onnxruntime-cpu", blocks)
     # sorted by predicted latency (0, 1, 2, 2, 4 softmax blocks), two per group
     assert groups == [["L*4", "L*3,S"], ["L,S,L,S", "S,S,L,L"], ["S*4"]]
     assert groups_of(cfg, pats, "torch-cpu", blocks) == [pats]
+    monkeypatch.setattr(mc, "held_group_size", lambda cfg: 4)
+    # the one-variant models beside every group's mixes, each group in predicted order
+    assert groups_of(cfg, pats, "onnxruntime-cpu", blocks) == [
+        ["L*4", "L*3,S", "L,S,L,S", "S*4"], ["L*4", "S,S,L,L", "S*4"]
+    ]  # fmt: skip
+    once = groups_of(cfg, pats, "onnxruntime-cpu", blocks, references_everywhere=False)
+    assert once == [["L*4", "L*3,S", "L,S,L,S", "S,S,L,L"], ["S*4"]]
+    monkeypatch.setattr(mc, "held_group_size", lambda cfg: 5)  # all fit: one group
+    assert groups_of(cfg, pats, "onnxruntime-cpu", blocks) == [
+        ["L*4", "L*3,S", "L,S,L,S", "S,S,L,L", "S*4"]
+    ]  # fmt: skip
 
 
 def test_model_table_clocks_every_block_inside_the_whole_models():
@@ -344,6 +380,17 @@ def test_full_depth_predictor_interpolates_the_one_variant_models():
     split = full_depth_predictions(timed_models(groups=[1, 0, 0, 0, 0]), DEPTH)
     assert not any(r["paired"] for r in split)
     assert all(r["error_ci"][1] - r["error_ci"][0] > 0.05 for r in split)
+    # the one-variant models timed again in the mix's group (another drift): a mix takes
+    # the copies from its own group, so it pairs again
+    moved = timed_models(groups=[1, 0, 0, 0, 0])
+    moved += [{**m, "group": 1, "times_ms": [1.3 * t for t in m["times_ms"]],
+               "median_ms": 1.3 * m["median_ms"]} for m in moved[1:2]]  # fmt: skip
+    moved += [{**m, "group": 0, "times_ms": [0.8 * t for t in m["times_ms"]],
+               "median_ms": 0.8 * m["median_ms"]} for m in moved[:1]]  # fmt: skip
+    both = full_depth_predictions(moved, DEPTH)
+    assert [r["pattern"] for r in both] == [r["pattern"] for r in rows]
+    for r in both:  # all three mixes in group 0 beside group 0's copies: paired
+        assert r["paired"] and r["error_ci"][1] - r["error_ci"][0] < 0.05
     # without a one-variant model of each of its variants, a mix is not predicted
     assert full_depth_predictions(timed_models()[1:], DEPTH) == []
     with pytest.raises(ValueError, match="4 blocks, expected 3"):
@@ -357,6 +404,43 @@ def test_reanalyse_adds_the_full_depth_check_and_pairs_same_round_intervals(tmp_
     from bench.latency import error_ci
 
     models = timed_models({",".join(PATTERNS[4]): 1.02})
+    rows, table, same = saved(models)
+    res = reanalysed(tmp_path, rows, table)
+    full = res["predictor"]["torch-cpu"]["full_depth"]
+    assert full["configs"] == 3 and full["worst_error"] == pytest.approx(1 - 1 / 1.02)
+    assert not full["goal_met"]  # 3 mixes, fewer than the goal's 6
+    for r, m in zip(res["rows"], models, strict=True):
+        want = error_ci(same, m["attention"], m, paired=True)
+        assert r["same_rounds_error_ci"] == pytest.approx(want) and want != [-1.0, 1.0]
+    printed = capsys.readouterr().out
+    assert printed.count("| calibration | - |") == 2
+    assert "mixes from the one-variant whole models (full depth) worst error 2.0%" in printed
+    assert "nothing re-timed" in res["reanalysed"]
+
+
+def test_table_names_the_group_of_a_pattern_timed_in_several(tmp_path, capsys):
+    """onnxruntime's one-variant models, timed beside every group's mixes: a row per
+    group, named by its group; the full-depth check pairs each mix with its group's copies,
+    and the predictor checks count each pattern once."""
+    models = timed_models(groups=[0, 0, 1, 1, 1])
+    models[2:2] = [{**models[0], "group": 1}, {**models[1], "group": 1}]  # again, in group 1
+    rows, table, same = saved(models)
+    table["models"]["groups"].append({"same_rounds_blocks": same})
+    res = reanalysed(tmp_path, rows, table)
+    printed = capsys.readouterr().out
+    for p in PATTERNS[:2]:
+        name = ",".join(p)
+        assert f"| {name} (group 0) |" in printed and f"| {name} (group 1) |" in printed
+    assert f"| {','.join(PATTERNS[2])} |" in printed  # timed once: no group named
+    full = res["predictor"]["torch-cpu"]["full_depth"]
+    assert full["configs"] == 3 and all(r["paired"] for r in full["rows"])
+    same_rounds = res["predictor"]["torch-cpu"]["same_rounds"]
+    assert same_rounds["configs"] == len(PATTERNS) and len(rows) == len(PATTERNS) + 2
+
+
+def saved(models: list[dict]) -> tuple[list[dict], dict, dict]:
+    """The rows, the table and the same-round stacks of a saved torch-cpu result of
+    `models` (same-round intervals left unpaired, [-1, 1], for reanalyse to redo)."""
     same = {
         "variants": [
             {"variant": v, "median_ms": ms, "times_ms": [ms * m for m in (1.0, 1.1, 0.9)] * 3}
@@ -373,7 +457,7 @@ def test_reanalyse_adds_the_full_depth_check_and_pairs_same_round_intervals(tmp_
             {
                 "pattern": m["pattern"],
                 "backend": "torch-cpu",
-                "group": 0,
+                "group": m["group"],
                 "median_ms": m["median_ms"],
                 "ci_low_ms": m["median_ms"],
                 "ci_high_ms": m["median_ms"],
@@ -389,14 +473,35 @@ def test_reanalyse_adds_the_full_depth_check_and_pairs_same_round_intervals(tmp_
         "blocks": synthetic_table()["blocks"],
         "models": {"models": models, "groups": [{"same_rounds_blocks": same}]},
     }
-    res = reanalysed(tmp_path, rows, table)
-    full = res["predictor"]["torch-cpu"]["full_depth"]
-    assert full["configs"] == 3 and full["worst_error"] == pytest.approx(1 - 1 / 1.02)
-    assert not full["goal_met"]  # 3 mixes, fewer than the goal's 6
-    for r, m in zip(res["rows"], models, strict=True):
-        want = error_ci(same, m["attention"], m, paired=True)
-        assert r["same_rounds_error_ci"] == pytest.approx(want) and want != [-1.0, 1.0]
-    printed = capsys.readouterr().out
-    assert printed.count("| calibration | - |") == 2
-    assert "mixes from the one-variant whole models (full depth) worst error 2.0%" in printed
-    assert "nothing re-timed" in res["reanalysed"]
+    return rows, table, same
+
+
+def test_bench_patterns_times_the_one_variant_models_beside_every_groups_mixes(monkeypatch):
+    """End to end on onnxruntime (a 4-block tiny model): with room for two mixes beside
+    the two one-variant models, three mixes make two groups, each with its own copies of those
+    models, so every full-depth prediction is paired."""
+    pytest.importorskip("onnxruntime")
+    import bench.model_cpu as mc
+    from hybrid_dit import PRESETS
+
+    depth = DEPTH  # the tiny preset, deeper: three mixes
+    monkeypatch.setitem(
+        mc.PRESETS, "tiny-deep", PRESETS["tiny"].replace(depth=depth, attention="softmax")
+    )
+    mixes = [["softmax"] * k + ["relu_linear"] * (depth - k) for k in range(1, depth)]
+    monkeypatch.setattr(mc, "held_group_size", lambda cfg: 4)
+    monkeypatch.setattr(mc, "gemm_rate", lambda: 100.0)  # not what this test checks
+    monkeypatch.setattr(mc, "ort_gemm_rate", lambda: 100.0)
+    pats = [["softmax"] * depth, ["relu_linear"] * depth, *mixes]
+    doc = mc.bench_patterns("tiny-deep", (2, 4, 4), pats, repeats=3, block_repeats=3,
+                            backends=("onnxruntime-cpu",), progress=False,
+                            log=lambda s: None)  # fmt: skip
+    rows = doc["rows"]
+    groups = sorted({r["group"] for r in rows})
+    assert groups == list(range(math.ceil(len(mixes) / 2)))
+    for g in groups:
+        mine = [r["pattern"] for r in rows if r["group"] == g]
+        assert {format_pattern(p) for p in pats[:2]} <= set(mine) and len(mine) <= 4
+    full = doc["predictor"]["onnxruntime-cpu"]["full_depth"]
+    assert full["configs"] == len(mixes) and all(r["paired"] for r in full["rows"])
+    assert doc["references_everywhere"]
