@@ -90,8 +90,10 @@ STACK = 2
 # weights (initializers, prepacked copies, arena: for mobilei2v at 3x23x40, 1.06 GB of
 # weights, the process grew by 2.4 GB for an all-relu_linear session and 3.35 GB for an
 # all-softmax one, each run twice), and the sessions of one table may take this share of
-# the available memory side by side (0.6: four such sessions on a 23 GB machine, ~12 GB,
-# which bench.model_cpu needs for its groups of two one-variant models and two mixes);
+# the available memory side by side (0.6: four such sessions in a fresh process on a 23 GB
+# machine, room for bench.model_cpu's groups of two one-variant models and two mixes; its
+# run at commit 88b2c60 held five, the memory its torch half had freed counting as
+# available, and peaked at 21.7 GB resident);
 # past it they are made one at a time, each before its timed call (bench.machine.Loaded).
 SESSION_WEIGHT_FACTOR = 3
 SESSION_MEMORY_SHARE = 0.6
