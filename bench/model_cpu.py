@@ -51,6 +51,7 @@ import json
 import math
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -109,16 +110,16 @@ def groups_of(
     if backend != "onnxruntime-cpu":
         return [list(patterns)]
     size = held_group_size(cfg)
-    order = sorted(patterns, key=lambda p: predict_ms(blocks, cfg.with_attention(p).attention))
+
+    def cost(p):
+        return predict_ms(blocks, cfg.with_attention(p).attention)
+
+    order = sorted(patterns, key=cost)
     refs = [p for p in order if len(set(cfg.with_attention(p).attention)) == 1]
     mixes = [p for p in order if p not in refs]
     room = size - len(refs)
     if references_everywhere and refs and mixes and room >= 1 and len(order) > size:
-        return [
-            sorted(refs + mixes[i : i + room],
-                   key=lambda p: predict_ms(blocks, cfg.with_attention(p).attention))
-            for i in range(0, len(mixes), room)
-        ]  # fmt: skip
+        return [sorted(refs + mixes[i : i + room], key=cost) for i in range(0, len(mixes), room)]
     return [order[i : i + size] for i in range(0, len(order), size)]
 
 
@@ -411,9 +412,7 @@ def table(doc: dict) -> str:
         for m in t["models"]["models"]
         if len(set(m["attention"])) == 1
     }
-    copies = {}
-    for r in doc["rows"]:
-        copies[r["backend"], r["pattern"]] = copies.get((r["backend"], r["pattern"]), 0) + 1
+    copies = Counter((r["backend"], r["pattern"]) for r in doc["rows"])
     for r in doc["rows"]:
         same = r.get("same_rounds_predicted_ms")
         name = r["pattern"] + (
