@@ -86,16 +86,19 @@ def check_backend(backend: str) -> None:
 
 # Blocks per timed stack (see the module docstring); 1 times a block alone.
 STACK = 2
-# A whole-model onnxruntime CPU session holds about this many times the model's fp32
-# weights (initializers, prepacked copies, arena: for mobilei2v at 3x23x40, 1.06 GB of
-# weights, the process grew by 2.4 GB for an all-relu_linear session and 3.35 GB for an
-# all-softmax one, each run twice), and the sessions of one table may take this share of
-# the available memory side by side (0.6: four such sessions in a fresh process on a 23 GB
-# machine, room for bench.model_cpu's groups of two one-variant models and two mixes; its
-# run at commit 88b2c60 held five, the memory its torch half had freed counting as
-# available, and peaked at 21.7 GB resident);
-# past it they are made one at a time, each before its timed call (bench.machine.Loaded).
-SESSION_WEIGHT_FACTOR = 3
+# Every onnxruntime session timed here takes its activations from one arena shared by the
+# process's sessions (export.onnx.session(..., shared_arena=True)): they run one at a time,
+# so the arena grows once, to the largest run's need. A whole-model session then holds
+# about SESSION_WEIGHT_FACTOR times the model's fp32 weights (its prepacked weights: the
+# originals are freed), and the shared arena about ARENA_WEIGHT_FACTOR times, once. For
+# mobilei2v at 3x23x40 (1.06 GB of weights) the process grew by 1.05 GB per session and by
+# 2.3 GB of arena the first time an all-softmax session ran (2.4 GB for an all-relu_linear
+# session and 3.35 GB for an all-softmax one with an arena each). The sessions of one table
+# may take SESSION_MEMORY_SHARE of the available memory side by side (0.6: eight such
+# sessions on a 23 GB machine, bench.model_cpu's eight patterns in one group); past it they
+# are made one at a time, each before its timed call (bench.machine.Loaded).
+SESSION_WEIGHT_FACTOR = 1.2
+ARENA_WEIGHT_FACTOR = 2.5
 SESSION_MEMORY_SHARE = 0.6
 
 
@@ -119,7 +122,8 @@ def hold_sessions(n_models: int, weight_bytes: int, available: int | None = None
     """Whether `n_models` onnxruntime sessions of models with `weight_bytes` of weights fit
     in memory side by side (else a table makes them one at a time)."""
     available = available_memory() if available is None else available
-    return n_models * SESSION_WEIGHT_FACTOR * weight_bytes <= SESSION_MEMORY_SHARE * available
+    need = (n_models * SESSION_WEIGHT_FACTOR + ARENA_WEIGHT_FACTOR) * weight_bytes
+    return need <= SESSION_MEMORY_SHARE * available
 
 
 class Blocks(nn.Module):
@@ -198,7 +202,7 @@ def make_runner(
     feed = dict(zip(input_names(module, len(inputs)), (i.numpy() for i in inputs), strict=True))
 
     def load():
-        sess = session(path)
+        sess = session(path, shared_arena=True)  # see SESSION_WEIGHT_FACTOR
 
         def run():
             return sess.run(None, feed)
@@ -236,6 +240,7 @@ def runtime_info(backend: str) -> dict:
             inter_op_threads=1,
             allow_spinning=0,
             graph_optimization=GRAPH_OPTIMIZATION,
+            shared_arena=True,
         )
     return info
 

@@ -241,7 +241,8 @@ def time_fn(
 @dataclass(frozen=True)
 class Loaded:
     """A candidate too big to keep in memory beside the others (a whole-model onnxruntime
-    session holds its weights, their prepacked copies and an arena: ~3 GB for mobilei2v):
+    session holds its prepacked weights, ~1 GB for mobilei2v, and its activations' arena,
+    ~2 GB more unless shared, bench.latency.SESSION_WEIGHT_FACTOR):
     `load()` returns the no-argument callable to time, and dropping that callable frees
     what it holds. time_interleaved loads it before each of its timed calls, outside the
     timed region, runs it `warm` times untimed (first-run allocation), times one call and

@@ -33,7 +33,29 @@ SLICES_SPLIT = "SlicesSplit"
 GRAPH_OPTIMIZATION = "ORT_ENABLE_ALL"
 
 
-def session(path: str | os.PathLike, threads: int | None = None):
+# Session config entry: the session takes its CPU memory from the process-wide arena
+# registered with onnxruntime's environment (share_arena) rather than from an arena of its
+# own.
+ENV_ARENA_KEY = "session.use_env_allocators"
+_env_arena = False
+
+
+def share_arena() -> None:
+    """Registers one CPU arena allocator with onnxruntime's environment (once per process),
+    for sessions made with `session(..., shared_arena=True)`."""
+    global _env_arena
+    if _env_arena:
+        return
+    import onnxruntime as ort
+
+    info = ort.OrtMemoryInfo(
+        "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+    )
+    ort.create_and_register_allocator(info, None)  # None: onnxruntime's default arena config
+    _env_arena = True
+
+
+def session(path: str | os.PathLike, threads: int | None = None, shared_arena: bool = False):
     """The one way this project makes an onnxruntime CPU session (study, export, bench and
     tests all call it), configured like torch so the two are timed alike:
 
@@ -43,7 +65,12 @@ def session(path: str | os.PathLike, threads: int | None = None):
     - `session.intra_op.allow_spinning` = 0: idle ORT threads otherwise spin and slow
       whatever else runs in the process (torch ops after `run()`, onnxruntime issue 13808);
     - graph optimisation level GRAPH_OPTIMIZATION (ORT_ENABLE_ALL), stated in
-      `session_options(...)` and in every table that times a session.
+      `session_options(...)` and in every table that times a session;
+    - with `shared_arena`, activations come from one arena that all such sessions of the
+      process share (share_arena), not from one arena per session. Sessions run one at a
+      time, so the arena grows to the largest run's need once instead of once per session:
+      what lets bench.latency hold many whole-model sessions side by side. A session's
+      calls run alike either way (bench/ab_ort_arena.py measures it).
     """
     import onnxruntime as ort
 
@@ -58,6 +85,11 @@ def session(path: str | os.PathLike, threads: int | None = None):
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION)
+    if not isinstance(shared_arena, bool):
+        raise ValueError(f"shared_arena must be a bool, got {shared_arena!r}")
+    if shared_arena:
+        share_arena()
+        opts.add_session_config_entry(ENV_ARENA_KEY, "1")
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
@@ -69,7 +101,16 @@ def session_options(sess) -> dict:
         "inter_op_threads": opts.inter_op_num_threads,
         "allow_spinning": opts.get_session_config_entry("session.intra_op.allow_spinning"),
         "graph_optimization": GRAPH_OPTIMIZATION,
+        "shared_arena": _config_entry(opts, ENV_ARENA_KEY) == "1",
     }
+
+
+def _config_entry(opts, key: str) -> str | None:
+    """A session config entry, None where it was never set (onnxruntime raises then)."""
+    try:
+        return opts.get_session_config_entry(key)
+    except RuntimeError:
+        return None
 
 
 def input_names(model: nn.Module, count: int) -> list[str]:

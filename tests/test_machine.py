@@ -188,6 +188,23 @@ def test_keep_freed_memory_can_be_turned_off(monkeypatch):
         bm._ALLOCATOR.update(saved)
 
 
+def test_ab_ort_arena_times_both_kinds_of_session_of_each_model(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from bench.ab_ort_arena import ab_ort_arena, main
+
+    res = ab_ort_arena("tiny", (2, 4, 4), ("relu_linear", "softmax"), repeats=3, progress=False)
+    assert [r["variant"] for r in res["rows"]] == ["relu_linear", "softmax"]
+    for row in res["rows"]:
+        assert row["own arena"]["repeats"] == row["shared arena"]["repeats"] == 3
+        q = row["shared_over_own_per_round"]
+        assert len(q["ratios"]) == 3 and q["ci_low"] <= q["median"] <= q["ci_high"]
+        assert "shared arena" in row["verdict"] and "own arena" in row["verdict"]
+    with pytest.raises(ValueError, match="unknown attention variant"):
+        ab_ort_arena("tiny", (2, 4, 4), ("nope",))
+    with pytest.raises(SystemExit):
+        main(["--preset", "tiny", "--grid", "0x4x4", "--out", str(tmp_path / "a.json")])
+
+
 def test_ab_allocator_runs_both_modes_in_fresh_processes():
     from bench.ab_allocator import ab_allocator
 

@@ -17,7 +17,7 @@ from bench.model_cpu import (
     predictor_check,
     predictor_summary,
 )
-from hybrid_dit import format_pattern
+from hybrid_dit import PRESETS, format_pattern
 
 OVERHEAD, DEPTH = 10.0, 4
 BLOCK = {"softmax": 100.0, "relu_linear": 60.0}  # in-model block latencies, ms
@@ -154,14 +154,32 @@ def test_reanalyse_refuses_other_files(tmp_path):
         main(["--reanalyse", str(bad), "--out", str(tmp_path / "o.json")])
 
 
-def test_hold_sessions_compares_estimated_sessions_with_available_memory():
-    from bench.latency import SESSION_MEMORY_SHARE, SESSION_WEIGHT_FACTOR, hold_sessions
+def test_hold_sessions_counts_weights_per_session_and_one_shared_arena():
+    from bench.latency import (
+        ARENA_WEIGHT_FACTOR,
+        SESSION_MEMORY_SHARE,
+        SESSION_WEIGHT_FACTOR,
+        hold_sessions,
+    )
 
     gib = 2**30
-    per = SESSION_WEIGHT_FACTOR * gib  # one session of a 1 GiB model
-    fits = int(SESSION_MEMORY_SHARE * 20 * per // per)
-    assert hold_sessions(fits, gib, available=20 * per)
-    assert not hold_sessions(fits + 1, gib, available=20 * per)
+    # room for exactly 8 sessions of a 1 GiB model and the arena they share
+    available = (8 * SESSION_WEIGHT_FACTOR + ARENA_WEIGHT_FACTOR) * gib / SESSION_MEMORY_SHARE
+    assert hold_sessions(8, gib, available=available)
+    assert not hold_sessions(9, gib, available=available)
+    # the arena is counted once: a second session costs only its weights
+    one = (SESSION_WEIGHT_FACTOR + ARENA_WEIGHT_FACTOR) * gib / SESSION_MEMORY_SHARE
+    assert hold_sessions(1, gib, available=one)
+    assert not hold_sessions(2, gib, available=one)
+
+
+def test_held_group_size_fits_the_eight_mobilei2v_patterns_in_23_gb():
+    """What bench.model_cpu's one onnxruntime group needs on this project's CI machine."""
+    from bench.latency import held_group_size
+
+    cfg = PRESETS["mobilei2v"]
+    assert held_group_size(cfg, available=23 * 10**9) >= 8
+    assert held_group_size(cfg, available=4 * 10**9) == 1  # at least one, always
 
 
 @pytest.mark.parametrize("hold", [True, False])

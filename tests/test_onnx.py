@@ -21,6 +21,9 @@ def rel_err(out: np.ndarray, ref: np.ndarray) -> float:
     return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
 
 
+NAMES = ("x_t", "t", "first_frame", "motion")
+
+
 def tiny_model(pattern: str, patch: int = 1) -> HybridDiT:
     torch.manual_seed(0)
     model = HybridDiT(PRESETS["tiny"].replace(patch_size=patch, attention=pattern)).eval()
@@ -271,6 +274,28 @@ def test_the_one_session_helper_matches_torch_and_stops_spinning(tmp_path):
     assert session_options(session(path, threads=1))["intra_op_threads"] == 1
     with pytest.raises(ValueError, match="threads must be a positive int"):
         session(path, threads=0)
+
+
+def test_sessions_on_the_shared_arena_run_like_sessions_with_their_own(tmp_path):
+    """shared_arena: two models' sessions take their activations from the process's one
+    arena; each still computes what a session with an arena of its own computes."""
+    outs = {}
+    for pattern in ("L,S", "S,S"):
+        model = tiny_model(pattern)
+        inputs = example(model, 2, 3, 4)
+        path = to_onnx(model, inputs, tmp_path / f"{pattern.replace(',', '')}.onnx")
+        feed = {n: i.numpy() for n, i in zip(NAMES, inputs, strict=True)}
+        own, shared = session(path), session(path, shared_arena=True)
+        assert not session_options(own)["shared_arena"]
+        assert session_options(shared)["shared_arena"]
+        outs[pattern] = (own, shared, feed)
+    for own, shared, feed in outs.values():  # interleaved: the arena serves both models
+        expected = own.run(None, feed)[0]
+        got = shared.run(None, feed)[0]
+        assert np.isfinite(expected).all()
+        assert rel_err(got, expected) < 1e-6  # same kernels, other buffers
+    with pytest.raises(ValueError, match="shared_arena must be a bool"):
+        session(path, shared_arena=1)
 
 
 def test_no_code_makes_an_onnxruntime_session_but_the_helper():
