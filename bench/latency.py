@@ -88,17 +88,21 @@ def check_backend(backend: str) -> None:
 STACK = 2
 # Every onnxruntime session timed here takes its activations from one arena shared by the
 # process's sessions (export.onnx.session(..., shared_arena=True)): they run one at a time,
-# so the arena grows once, to the largest run's need. A whole-model session then holds
-# about SESSION_WEIGHT_FACTOR times the model's fp32 weights (its prepacked weights: the
-# originals are freed), and the shared arena about ARENA_WEIGHT_FACTOR times, once. For
-# mobilei2v at 3x23x40 (1.06 GB of weights) the process grew by 1.05 GB per session and by
-# 2.3 GB of arena the first time an all-softmax session ran (2.4 GB for an all-relu_linear
-# session and 3.35 GB for an all-softmax one with an arena each). The sessions of one table
-# may take SESSION_MEMORY_SHARE of the available memory side by side (0.6: eight such
-# sessions on a 23 GB machine, bench.model_cpu's eight patterns in one group); past it they
-# are made one at a time, each before its timed call (bench.machine.Loaded).
-SESSION_WEIGHT_FACTOR = 1.2
-ARENA_WEIGHT_FACTOR = 2.5
+# so the arena grows to the largest runs' need once, not once per session. A whole-model
+# session then holds about SESSION_WEIGHT_FACTOR times the model's fp32 weights (its
+# prepacked weights; the originals are freed), and the shared arena about
+# ARENA_WEIGHT_FACTOR times, once. For mobilei2v at 3x23x40 (1.06 GB of weights) a session
+# added 1.05 GB; the arena grew by 2.3 GB the first time an all-softmax model ran (a probe
+# of its own) and by
+# 1.4 GB for an all-relu_linear one, and by 1.5 GB more for an all-softmax model run after
+# it (a run takes one block of its planned size, which the smaller region cannot hold):
+# bench/results/ab-ort-arena.json, where a session with an arena of its own added 2.5 GB
+# (relu_linear) and 3.4 GB (softmax). The sessions of one table may take
+# SESSION_MEMORY_SHARE of the available memory side by side (0.6: eight such sessions on a
+# 23 GB machine, bench.model_cpu's eight patterns in one group); past it they are made one
+# at a time, each before its timed call (bench.machine.Loaded).
+SESSION_WEIGHT_FACTOR = 1.1
+ARENA_WEIGHT_FACTOR = 3.5
 SESSION_MEMORY_SHARE = 0.6
 
 
