@@ -26,20 +26,12 @@ from pathlib import Path
 import torch
 
 from bench.latency import ORT_WARM_RUNS, runtime_info
-from bench.machine import machine_info, time_interleaved
+from bench.machine import check_counts, machine_info, time_interleaved
 from bench.stats import median_ci, ms_row, speed_verdict
+from export.mobilei2v_report import rss_bytes
 from hybrid_dit import PRESETS, HybridDiT, check_grid, example_inputs, parse_grid
 
 MODES = ("own arena", "shared arena")
-
-
-def resident_bytes() -> int | None:
-    """The process's resident memory now (Linux /proc; None elsewhere)."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
 def ab_ort_arena(preset="mobilei2v", grid=(3, 23, 40), variants=("relu_linear", "softmax"),
@@ -49,6 +41,10 @@ def ab_ort_arena(preset="mobilei2v", grid=(3, 23, 40), variants=("relu_linear", 
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
     grid = check_grid(grid)
+    check_counts(warmup, repeats)  # before minutes of export
+    variants = list(variants)
+    if not variants or len(set(variants)) != len(variants):
+        raise ValueError(f"variants must name at least one variant, each once, got {variants!r}")
     cfg = PRESETS[preset]
     configs = [cfg.with_attention(v) for v in variants]  # checks the names
     load_before = os.getloadavg()
@@ -68,11 +64,11 @@ def ab_ort_arena(preset="mobilei2v", grid=(3, 23, 40), variants=("relu_linear", 
         feed = dict(zip(input_names(model, len(inputs)), (i.numpy() for i in inputs), strict=True))
         for mode in MODES:
             for v in variants:
-                before = resident_bytes()
+                before = rss_bytes() if sys.platform == "linux" else None
                 sess = session(paths[v], shared_arena=mode == "shared arena")
                 for _ in range(ORT_WARM_RUNS):
                     sess.run(None, feed)
-                after = resident_bytes()
+                after = rss_bytes() if sys.platform == "linux" else None
                 name = f"{v}, {mode}"
                 runners[name] = lambda s=sess: s.run(None, feed)
                 memory[name] = None if before is None else round((after - before) / 1e9, 3)

@@ -86,21 +86,22 @@ def check_backend(backend: str) -> None:
 
 # Blocks per timed stack (see the module docstring); 1 times a block alone.
 STACK = 2
-# Every onnxruntime session timed here takes its activations from one arena shared by the
-# process's sessions (export.onnx.session(..., shared_arena=True)): they run one at a time,
-# so the arena grows to the largest runs' need once, not once per session. A whole-model
-# session then holds about SESSION_WEIGHT_FACTOR times the model's fp32 weights (its
-# prepacked weights; the originals are freed), and the shared arena about
-# ARENA_WEIGHT_FACTOR times, once. For mobilei2v at 3x23x40 (1.06 GB of weights) a session
-# added 1.05 GB; the arena grew by 2.3 GB the first time an all-softmax model ran (a probe
-# of its own) and by
-# 1.4 GB for an all-relu_linear one, and by 1.5 GB more for an all-softmax model run after
-# it (a run takes one block of its planned size, which the smaller region cannot hold):
-# bench/results/ab-ort-arena.json, where a session with an arena of its own added 2.5 GB
-# (relu_linear) and 3.4 GB (softmax). The sessions of one table may take
-# SESSION_MEMORY_SHARE of the available memory side by side (0.6: eight such sessions on a
-# 23 GB machine, bench.model_cpu's eight patterns in one group); past it they are made one
-# at a time, each before its timed call (bench.machine.Loaded).
+# Every onnxruntime session timed here takes its activations from the one arena the
+# process's sessions share (export.onnx.session's shared_arena, its default): they run one
+# at a time, and the arena grows only when a run needs a bigger block than it holds. A
+# whole-model session then holds about SESSION_WEIGHT_FACTOR times the model's fp32
+# weights (prepacked; the originals are freed), and the shared arena about
+# ARENA_WEIGHT_FACTOR times, once. Measured for mobilei2v at 3x23x40 (1.06 GB of weights):
+# - bench/results/ab-ort-arena.json: an all-relu_linear session added 2.43 GB, the first
+#   on the shared arena, and an all-softmax one after it 2.60 GB, where each with an arena
+#   of its own added 2.46 and 3.45 GB;
+# - a probe before it, all-softmax first: 1.06 GB then 2.3 GB more on the first runs, and
+#   1.05 GB for each session after it, relu_linear or softmax.
+# So a smaller run before the largest one can add its block to the arena (here 1.4 GB),
+# which the factor covers for one such step. The sessions of one table may take
+# SESSION_MEMORY_SHARE of the available memory side by side (bench.machine.available_memory:
+# eight such sessions need 21.7 GB available, bench.model_cpu's eight patterns in one group);
+# past it they are made one at a time, each before its timed call (bench.machine.Loaded).
 SESSION_WEIGHT_FACTOR = 1.1
 ARENA_WEIGHT_FACTOR = 3.5
 SESSION_MEMORY_SHARE = 0.6
@@ -186,7 +187,8 @@ def make_runner(
 ) -> Callable[[], object] | Loaded:
     """A no-argument callable that runs `module(*inputs)` on `backend`. With
     `load_per_call`, an onnxruntime model is exported now but its session is made only
-    when timed (bench.machine.Loaded): whole-model sessions are too big to hold several.
+    when timed (bench.machine.Loaded): for whole models, when more than fit side by side
+    (hold_sessions).
     Every onnxruntime session is run ORT_WARM_RUNS times untimed when made."""
     module.eval()
     if backend in ("torch-cpu", "cuda"):
@@ -206,7 +208,7 @@ def make_runner(
     feed = dict(zip(input_names(module, len(inputs)), (i.numpy() for i in inputs), strict=True))
 
     def load():
-        sess = session(path, shared_arena=True)  # see SESSION_WEIGHT_FACTOR
+        sess = session(path)  # on the shared arena: see SESSION_WEIGHT_FACTOR
 
         def run():
             return sess.run(None, feed)

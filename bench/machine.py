@@ -210,7 +210,7 @@ def _check_positive(name: str, val) -> None:
         raise ValueError(f"{name} must be a positive int, got {val!r}")
 
 
-def _check_counts(warmup, repeats) -> None:
+def check_counts(warmup, repeats) -> None:
     for name, val, lo in (("warmup", warmup, 0), ("repeats", repeats, 1)):
         if isinstance(val, bool) or not isinstance(val, int) or val < lo:
             raise ValueError(f"{name} must be an int >= {lo}, got {val!r}")
@@ -241,12 +241,13 @@ def time_fn(
 @dataclass(frozen=True)
 class Loaded:
     """A candidate too big to keep in memory beside the others (a whole-model onnxruntime
-    session holds its prepacked weights, ~1 GB for mobilei2v, and its activations' arena,
-    ~2 GB more unless shared, bench.latency.SESSION_WEIGHT_FACTOR):
+    session holds its prepacked weights, ~1 GB for mobilei2v; its activations come from an
+    arena, ~2 GB more, which the process's sessions share: bench.latency.ARENA_WEIGHT_FACTOR):
     `load()` returns the no-argument callable to time, and dropping that callable frees
-    what it holds. time_interleaved loads it before each of its timed calls, outside the
-    timed region, runs it `warm` times untimed (first-run allocation), times one call and
-    drops it, so one such candidate is in memory at a time."""
+    what it holds (but the shared arena, which keeps its size for the next session).
+    time_interleaved loads it before each of its timed calls, outside the timed region,
+    runs it `warm` times untimed (first-run allocation), times one call and drops it, so
+    one such candidate is in memory at a time."""
 
     load: Callable[[], Callable[[], Any]]
     warm: int = 1
@@ -271,7 +272,7 @@ def time_interleaved(
     follows the same neighbour's cache state. `warmup` untimed rounds first; a `Loaded`
     candidate is loaded and warmed before each timed call instead (see Loaded). Returns
     {name: summarize(...)}; `progress(done, total)` is called after each timed call."""
-    _check_counts(warmup, repeats)
+    check_counts(warmup, repeats)
     if not fns:
         raise ValueError("fns must hold at least one candidate")
 

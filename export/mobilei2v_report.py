@@ -37,11 +37,12 @@ IOS_ANE_WEIGHT_LIMIT_BYTES = 1 << 30  # ~1 GB: larger ANE models are chunked
 DEFAULT_OUT = Path("bench/results/coreml-mobilei2v.json")
 
 
-def _peak_rss_bytes() -> int:
+def _peakrss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
-def _rss_bytes() -> int:
+def rss_bytes() -> int:
+    """The process's resident memory now, in bytes (Linux: /proc/self/statm)."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
@@ -77,11 +78,11 @@ def report(grid, parity: bool, keep: Path | None, seed: int = 0) -> dict:
 
     folder = Path(tempfile.mkdtemp(prefix="mobilei2v-coreml-")) if keep is None else keep
     path = folder / "model.mlpackage"
-    rss_before = _rss_bytes()
+    rss_before = rss_bytes()
     t0 = time.perf_counter()
     to_coreml(step, example, path, "fp16", output_names=[host.V])
     convert_s = time.perf_counter() - t0
-    peak_rss = _peak_rss_bytes()
+    peak_rss = _peakrss_bytes()
     load_after = os.getloadavg()[0]
 
     weights = path / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"

@@ -55,7 +55,7 @@ def share_arena() -> None:
     _env_arena = True
 
 
-def session(path: str | os.PathLike, threads: int | None = None, shared_arena: bool = False):
+def session(path: str | os.PathLike, threads: int | None = None, shared_arena: bool = True):
     """The one way this project makes an onnxruntime CPU session (study, export, bench and
     tests all call it), configured like torch so the two are timed alike:
 
@@ -66,11 +66,14 @@ def session(path: str | os.PathLike, threads: int | None = None, shared_arena: b
       whatever else runs in the process (torch ops after `run()`, onnxruntime issue 13808);
     - graph optimisation level GRAPH_OPTIMIZATION (ORT_ENABLE_ALL), stated in
       `session_options(...)` and in every table that times a session;
-    - with `shared_arena`, activations come from one arena that all such sessions of the
-      process share (share_arena), not from one arena per session. Sessions run one at a
-      time, so the arena grows to the largest run's need once instead of once per session:
-      what lets bench.latency hold many whole-model sessions side by side. A session's
-      calls run alike either way (bench/ab_ort_arena.py measures it).
+    - `shared_arena` (default True): activations come from one arena that all such
+      sessions of the process share (share_arena), not from an arena per session
+      (onnxruntime's default, `shared_arena=False`). An arena keeps what its largest run
+      took; sessions that run one at a time can reuse one arena, which grows only when a
+      run needs a bigger block than it holds, where an arena per session keeps each
+      session's own. That is what lets bench.latency hold many whole-model sessions side
+      by side. bench/ab_ort_arena.py times both kinds of session: the same within noise
+      by their medians on one 2-core machine (README, "allocator").
     """
     import onnxruntime as ort
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import pytest
 import torch
@@ -199,8 +200,18 @@ def test_ab_ort_arena_times_both_kinds_of_session_of_each_model(tmp_path):
         q = row["shared_over_own_per_round"]
         assert len(q["ratios"]) == 3 and q["ci_low"] <= q["median"] <= q["ci_high"]
         assert "shared arena" in row["verdict"] and "own arena" in row["verdict"]
+        for mode in ("own arena", "shared arena"):
+            added = row[mode]["resident_gb_added"]
+            if sys.platform == "linux":
+                assert isinstance(added, float) and math.isfinite(added)
+            else:
+                assert added is None
     with pytest.raises(ValueError, match="unknown attention variant"):
         ab_ort_arena("tiny", (2, 4, 4), ("nope",))
+    with pytest.raises(ValueError, match="variants must name at least one variant, each once"):
+        ab_ort_arena("tiny", (2, 4, 4), ("softmax", "softmax"))
+    with pytest.raises(ValueError, match="repeats must be"):
+        ab_ort_arena("tiny", (2, 4, 4), repeats=0)
     with pytest.raises(SystemExit):
         main(["--preset", "tiny", "--grid", "0x4x4", "--out", str(tmp_path / "a.json")])
 

@@ -54,7 +54,7 @@ def test_onnxruntime_matches_pytorch(tmp_path, pattern, patch, thw):
     args = example(model, *thw)
     path = to_onnx(model, args, tmp_path / "tiny.onnx")
     graph = onnx.load(str(path)).graph
-    names = ["x_t", "t", "first_frame", "motion"]
+    names = list(NAMES)
     assert [i.name for i in graph.input] == names
     # atomic write: only the model file is left, no temporary folder or file
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.onnx"]
@@ -276,19 +276,37 @@ def test_the_one_session_helper_matches_torch_and_stops_spinning(tmp_path):
         session(path, threads=0)
 
 
-def test_sessions_on_the_shared_arena_run_like_sessions_with_their_own(tmp_path):
-    """shared_arena: two models' sessions take their activations from the process's one
-    arena; each still computes what a session with an arena of its own computes."""
+def test_sessions_on_the_shared_arena_run_like_sessions_with_their_own(tmp_path, monkeypatch):
+    """shared_arena (the default): the process registers one arena with onnxruntime, once,
+    and two models' sessions take their activations from it; each still computes what a
+    session with an arena of its own computes."""
+    import onnxruntime as ort
+
+    import export.onnx as eo
+
+    registered = []
+    real = ort.create_and_register_allocator
+
+    def spy(*args):
+        registered.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(ort, "create_and_register_allocator", spy)
+    monkeypatch.setattr(eo, "_env_arena", False)  # as in a fresh process
     outs = {}
     for pattern in ("L,S", "S,S"):
         model = tiny_model(pattern)
         inputs = example(model, 2, 3, 4)
         path = to_onnx(model, inputs, tmp_path / f"{pattern.replace(',', '')}.onnx")
         feed = {n: i.numpy() for n, i in zip(NAMES, inputs, strict=True)}
-        own, shared = session(path), session(path, shared_arena=True)
+        before = len(registered)
+        own = session(path, shared_arena=False)
+        assert len(registered) == before  # an arena of its own registers nothing
+        shared = session(path)
         assert not session_options(own)["shared_arena"]
         assert session_options(shared)["shared_arena"]
         outs[pattern] = (own, shared, feed)
+    assert len(registered) == 1 and eo._env_arena  # once, for both models' sessions
     for own, shared, feed in outs.values():  # interleaved: the arena serves both models
         expected = own.run(None, feed)[0]
         got = shared.run(None, feed)[0]

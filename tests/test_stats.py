@@ -142,7 +142,7 @@ def test_onnxruntime_runners_are_warmed_past_the_slow_second_run(tmp_path, monke
             runs.append(1)
             return self.sess.run(*args)
 
-    monkeypatch.setattr(eo, "session", lambda path: Counting(real_session(path)))
+    monkeypatch.setattr(eo, "session", lambda path, **kw: Counting(real_session(path, **kw)))
     module = torch.nn.Linear(4, 3)
     r = make_runner(module, (torch.randn(2, 4),), "onnxruntime-cpu", tmp_path, load_per_call)
     if load_per_call:
