@@ -99,12 +99,15 @@ STACK = 2
 #   1.05 GB for each session after it, relu_linear or softmax.
 # So a smaller run before the largest one can add its block to the arena (here 1.4 GB),
 # which the factor covers for one such step. The sessions of one table may take
-# SESSION_MEMORY_SHARE of the available memory side by side (bench.machine.available_memory:
-# eight such sessions need 21.7 GB available, bench.model_cpu's eight patterns in one group);
-# past it they are made one at a time, each before its timed call (bench.machine.Loaded).
+# SESSION_MEMORY_SHARE of the available memory side by side (bench.machine.available_memory;
+# 0.7: eight such sessions need 18.7 GB available, bench.model_cpu's eight patterns in one
+# group on a 25 GB machine, where two runs at 0.6 found under 21.8 GB available and made
+# groups of seven, one of them 12.2 GB resident with seven sessions built beside its torch
+# half's kept heap); past it they are made one at a time, each before its timed call
+# (bench.machine.Loaded).
 SESSION_WEIGHT_FACTOR = 1.1
 ARENA_WEIGHT_FACTOR = 3.5
-SESSION_MEMORY_SHARE = 0.6
+SESSION_MEMORY_SHARE = 0.7
 
 
 def model_weight_bytes(cfg: DiTConfig) -> int:

@@ -176,12 +176,12 @@ def test_hold_sessions_counts_weights_per_session_and_one_shared_arena():
     assert hold_sessions(2, gib, available=1.001 * (one + extra))
 
 
-def test_held_group_size_fits_the_eight_mobilei2v_patterns_in_23_gb():
+def test_held_group_size_fits_the_eight_mobilei2v_patterns_in_19_gb():
     """What bench.model_cpu's one onnxruntime group needs on this project's CI machine."""
     from bench.latency import held_group_size
 
     cfg = PRESETS["mobilei2v"]
-    assert held_group_size(cfg, available=22 * 10**9) >= 8
+    assert held_group_size(cfg, available=19 * 10**9) >= 8
     assert held_group_size(cfg, available=4 * 10**9) == 1  # at least one, always
 
 
