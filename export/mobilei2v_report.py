@@ -37,7 +37,7 @@ IOS_ANE_WEIGHT_LIMIT_BYTES = 1 << 30  # ~1 GB: larger ANE models are chunked
 DEFAULT_OUT = Path("bench/results/coreml-mobilei2v.json")
 
 
-def _peakrss_bytes() -> int:
+def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
@@ -82,7 +82,7 @@ def report(grid, parity: bool, keep: Path | None, seed: int = 0) -> dict:
     t0 = time.perf_counter()
     to_coreml(step, example, path, "fp16", output_names=[host.V])
     convert_s = time.perf_counter() - t0
-    peak_rss = _peakrss_bytes()
+    peak_rss = _peak_rss_bytes()
     load_after = os.getloadavg()[0]
 
     weights = path / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"

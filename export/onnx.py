@@ -73,7 +73,7 @@ def session(path: str | os.PathLike, threads: int | None = None, shared_arena: b
       run needs a bigger block than it holds, where an arena per session keeps each
       session's own. That is what lets bench.latency hold many whole-model sessions side
       by side. bench/ab_ort_arena.py times both kinds of session: the same within noise
-      by their medians on one 2-core machine (README, "allocator").
+      by their medians on one 2-core machine (README, the paragraph on onnxruntime's arena).
     """
     import onnxruntime as ort
 
