@@ -126,16 +126,23 @@ def ab_allocator(preset="mobilei2v", grid=(3, 23, 40), variants=("relu_linear", 
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    from export.files import write_json
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def ab_parser(doc: str, out: str) -> argparse.ArgumentParser:
+    """The arguments every A/B main shares (bench.ab_allocator, bench.ab_ort_arena): preset,
+    grid, variants and the output file."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--preset", default="mobilei2v", choices=sorted(PRESETS))
     ap.add_argument("--grid", default="3x23x40", type=parse_grid)
     ap.add_argument("--variants", default="relu_linear,softmax", help="comma-separated")
+    ap.add_argument("--out", default=out)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    from export.files import write_json
+
+    ap = ab_parser(__doc__, "bench/results/ab-allocator.json")
     ap.add_argument("--rounds", type=int, default=4, help="processes per mode")
     ap.add_argument("--repeats", type=int, default=4, help="timed calls per process")
-    ap.add_argument("--out", default="bench/results/ab-allocator.json")
     args = ap.parse_args(argv)
     try:
         res = ab_allocator(args.preset, args.grid, args.variants.split(","), args.rounds,

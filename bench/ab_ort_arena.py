@@ -16,7 +16,6 @@ Writes bench/results/ab-ort-arena.json atomically.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -25,11 +24,12 @@ from pathlib import Path
 
 import torch
 
+from bench.ab_allocator import ab_parser
 from bench.latency import ORT_WARM_RUNS, runtime_info
 from bench.machine import check_counts, machine_info, time_interleaved
 from bench.stats import median_ci, ms_row, speed_verdict
 from export.mobilei2v_report import rss_bytes
-from hybrid_dit import PRESETS, HybridDiT, check_grid, example_inputs, parse_grid
+from hybrid_dit import PRESETS, HybridDiT, check_grid, example_inputs
 
 MODES = ("own arena", "shared arena")
 
@@ -112,12 +112,8 @@ def ab_ort_arena(preset="mobilei2v", grid=(3, 23, 40), variants=("relu_linear", 
 def main(argv: list[str] | None = None) -> int:
     from export.files import write_json
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--preset", default="mobilei2v", choices=sorted(PRESETS))
-    ap.add_argument("--grid", default="3x23x40", type=parse_grid)
-    ap.add_argument("--variants", default="relu_linear,softmax", help="comma-separated")
+    ap = ab_parser(__doc__, "bench/results/ab-ort-arena.json")
     ap.add_argument("--repeats", type=int, default=6, help="timed rounds")
-    ap.add_argument("--out", default="bench/results/ab-ort-arena.json")
     args = ap.parse_args(argv)
     try:
         res = ab_ort_arena(args.preset, args.grid, args.variants.split(","), args.repeats)
