@@ -38,13 +38,17 @@ from bench.machine import (
     Loaded,
     allocator_info,
     available_memory,
+    gemm_flops,
+    gemm_probe,
     gemm_rate,
     machine_info,
     no_cache,
+    ort_gemm_probe,
     time_interleaved,
 )
 from bench.stats import (
     ms_row,
+    paired_ratio,
     prediction_error_ci,
     rank_correlation,
     relative_error,
@@ -70,6 +74,8 @@ BACKENDS = ("torch-cpu", "onnxruntime-cpu", "cuda")
 ORT_WARM_RUNS = 2
 # model_table's names for the block stacks it times beside the whole models (same_rounds)
 BLOCK_PREFIX = "block:"
+# model_table's name for the GEMM probe it times beside the whole models (gemm_probe_n)
+GEMM_RUNNER = "__gemm__"
 
 
 def check_backend(backend: str) -> None:
@@ -402,6 +408,7 @@ def model_table(
     same_rounds: Sequence[str] = (),
     stack: int = STACK,
     block_clock: bool = False,
+    gemm_probe_n: int | None = None,
 ) -> dict:
     """Whole-model latency (one denoising step, batch 1) of each pattern, all patterns timed
     interleaved in `repeats` rounds with the same weights; with a block table, the
@@ -422,7 +429,14 @@ def model_table(
     `block_clock` (torch-cpu only): every block of every whole model is also timed inside
     the model's own timed calls (BlockClock), so each model row gets "in_model": its
     blocks' latency per variant and the rest of the step (whole - blocks, per call): what
-    a block costs inside a full-depth model, beside what a stack measures."""
+    a block costs inside a full-depth model, beside what a stack measures.
+
+    `gemm_probe_n`: an (n x n) fp32 GEMM through the backend's own matmul kernels
+    (bench.machine.gemm_probe, ort_gemm_probe on onnxruntime) is timed in the same rounds,
+    as the table's "gemm" (its rate and per-round times), and each model row gets
+    "fraction_of_gemm": its achieved GFLOP/s over the GEMM rate of its own round, median
+    over rounds [interval] (bench.stats.paired_ratio), so a machine whose speed drifts
+    during the minutes of a run scales both alike."""
     check_backend(backend)
     cfg = PRESETS[preset] if isinstance(preset, str) else preset
     grid = check_grid(grid)
@@ -458,6 +472,8 @@ def model_table(
         key.update(same_rounds=same_rounds, stack=stack)
     if block_clock:
         key.update(block_clock=True)
+    if gemm_probe_n is not None:
+        key.update(gemm_probe=gemm_probe_n)
 
     def run_table():
         torch.manual_seed(0)
@@ -481,6 +497,8 @@ def model_table(
                 runners[name] = make_runner(
                     model, inputs, backend, Path(tmp), load_per_call=one_at_a_time
                 )
+            if gemm_probe_n is not None:
+                runners[GEMM_RUNNER] = backend_gemm_probe(backend, gemm_probe_n)
             times = time_runners(
                 runners, backend, warmup, repeats, progress, f"model latency ({backend})"
             )
@@ -489,6 +507,16 @@ def model_table(
         return times
 
     times, cached = measure("models", key, run_table)
+    gemm = None
+    if gemm_probe_n is not None:
+        g = times[GEMM_RUNNER]
+        gemm = {
+            "what": f"({gemm_probe_n} x {gemm_probe_n}) fp32 GEMM through {backend}'s matmul, "
+            "timed in the same rounds as the whole models",
+            "n": gemm_probe_n,
+            "gflops": gemm_flops(gemm_probe_n) / g["median"] / 1e9,
+            **ms_row(g),
+        }
     same = None
     if same_rounds:
         t = {k[len(BLOCK_PREFIX) :]: v for k, v in times.items() if k.startswith(BLOCK_PREFIX)}
@@ -506,6 +534,11 @@ def model_table(
         row = {"pattern": name, "attention": list(c.attention), **ms_row(times[name])}
         flops = model_flops(c, grid)["total"]
         row["gflops"] = flops / (row["median_ms"] * 1e-3) / 1e9
+        if gemm is not None:
+            # round r: (flops / t_r) / (gemm_flops / t_gemm_r)
+            f = paired_ratio(g["times"], times[name]["times"], flops / gemm_flops(gemm_probe_n))
+            row["fraction_of_gemm"] = f["median"]
+            row["fraction_of_gemm_ci"] = [f["ci_low"], f["ci_high"]]
         if blocks is not None:
             row["predicted_ms"] = predict_ms(blocks, c.attention)
             row["prediction_error"] = relative_error(row["predicted_ms"], row["median_ms"])
@@ -537,7 +570,18 @@ def model_table(
         "cached": cached,
         "models": rows,
         "same_rounds_blocks": same,
+        "gemm": gemm,
     }
+
+
+def backend_gemm_probe(backend: str, n: int) -> Callable[[], object]:
+    """bench.machine.gemm_probe through `backend`'s own matmul kernels: torch's on
+    torch-cpu and cuda, onnxruntime's MLAS on onnxruntime-cpu (a session from
+    export.onnx.session, configured as the models' sessions are)."""
+    check_backend(backend)
+    if backend == "onnxruntime-cpu":
+        return ort_gemm_probe(n)
+    return gemm_probe(n, "cuda" if backend == "cuda" else "cpu")
 
 
 def in_model_row(attention: Sequence[str], t: dict) -> dict:

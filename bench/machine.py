@@ -311,26 +311,39 @@ def time_interleaved(
     return {name: summarize(ts) for name, ts in times.items()}
 
 
-def gemm_rate(
-    n: int = 2048, repeats: int = 5, warmup: int = 1, device: str | torch.device = "cpu"
-) -> float:
-    """The fp32 matmul rate through torch: median GFLOP/s of an (n x n) @ (n x n) product,
-    counting 2 n^3 FLOPs."""
+def gemm_flops(n: int) -> int:
+    """FLOPs of an (n x n) @ (n x n) product: 2 n^3 (the GEMM probes' work)."""
+    _check_positive("n", n)
+    return 2 * n**3
+
+
+def gemm_probe(n: int = 2048, device: str | torch.device = "cpu") -> Callable[[], Any]:
+    """A no-argument fp32 (n x n) @ (n x n) product through torch (gemm_flops(n) FLOPs, into
+    a preallocated output): the roofline's work, to time alone (gemm_rate) or as one more
+    candidate of time_interleaved, so that the rate comes from the same rounds as the
+    times it scales (on a VM whose speed drifts, a rate measured minutes apart does not)."""
     _check_positive("n", n)
     device = torch.device(device)
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=gen).to(device)
     b = torch.randn(n, n, generator=gen).to(device)
     out = torch.empty(n, n, device=device)
-    t = time_fn(lambda: torch.matmul(a, b, out=out), warmup, repeats, _sync_for(device))
-    return 2 * n**3 / t["median"] / 1e9
+    return lambda: torch.matmul(a, b, out=out)
 
 
-def ort_gemm_rate(n: int = 2048, repeats: int = 5, warmup: int = 1) -> float:
-    """The fp32 matmul rate through onnxruntime (one MatMul node, a session from
-    export.onnx.session, so threads as torch's): median GFLOP/s of an (n x n) @ (n x n)
-    product, counting 2 n^3 FLOPs. onnxruntime's MLAS kernels are not torch's MKL ones, so
-    an onnxruntime model's fraction of GEMM is quoted against this rate."""
+def gemm_rate(
+    n: int = 2048, repeats: int = 5, warmup: int = 1, device: str | torch.device = "cpu"
+) -> float:
+    """The fp32 matmul rate through torch: median GFLOP/s of gemm_probe(n)."""
+    device = torch.device(device)
+    t = time_fn(gemm_probe(n, device), warmup, repeats, _sync_for(device))
+    return gemm_flops(n) / t["median"] / 1e9
+
+
+def ort_gemm_probe(n: int = 2048) -> Callable[[], Any]:
+    """gemm_probe through onnxruntime: one MatMul node of two (n x n) fp32 inputs, in a
+    session from export.onnx.session (threads as torch's, spinning off, the shared arena),
+    as a no-argument callable."""
     import tempfile
     from pathlib import Path
 
@@ -349,8 +362,15 @@ def ort_gemm_rate(n: int = 2048, repeats: int = 5, warmup: int = 1) -> float:
         path = Path(tmp) / "gemm.onnx"
         onnx.save(model, path)
         sess = session(path)
-    t = time_fn(lambda: sess.run(None, feed), warmup, repeats)
-    return 2 * n**3 / t["median"] / 1e9
+    return lambda: sess.run(None, feed)
+
+
+def ort_gemm_rate(n: int = 2048, repeats: int = 5, warmup: int = 1) -> float:
+    """The fp32 matmul rate through onnxruntime: median GFLOP/s of ort_gemm_probe(n).
+    onnxruntime's MLAS kernels are not torch's MKL ones, so an onnxruntime model's
+    fraction of GEMM is quoted against this rate."""
+    t = time_fn(ort_gemm_probe(n), warmup, repeats)
+    return gemm_flops(n) / t["median"] / 1e9
 
 
 def copy_bandwidth(

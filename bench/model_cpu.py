@@ -83,6 +83,9 @@ MORE_PATTERNS = (
 # The predictor goal of the latency issue: every model within this relative error, and
 # this rank correlation, over at least this many models.
 GOAL_ERROR, GOAL_SPEARMAN, GOAL_CONFIGS = 0.05, 0.95, 6
+# The GEMM probe timed in every group's rounds (bench.latency.model_table's gemm_probe_n):
+# each model's fraction of GEMM is quoted against the rate of its own rounds.
+GEMM_N = 2048
 ROW_KEYS = ("median_ms", "ci_low_ms", "ci_high_ms", "p10_ms", "p90_ms", "repeats", "times_ms")
 PREDICTION_KEYS = (
     "predicted_ms",
@@ -134,11 +137,14 @@ def bench_patterns(
     log=print,
     stack: int = STACK,
     references_everywhere: bool = True,
+    gemm_probe_n: int = GEMM_N,
 ) -> dict:
     """Times one step per pattern and backend (interleaved per backend and group), with the
     block table of each backend timed first and the block stacks again in the models'
-    rounds; on onnxruntime the one-variant models in every group (groups_of). Returns a
-    JSON-able dict."""
+    rounds; on onnxruntime the one-variant models in every group (groups_of); an
+    (n x n) GEMM through the backend's matmul in every group's rounds, the scale of each
+    model's fraction of GEMM (rates measured once before the run are kept beside, as
+    "fraction_of_gemm_before"). Returns a JSON-able dict."""
     cfg = PRESETS[preset]
     if patterns is None:
         patterns = [*reference_patterns(cfg.depth), *(p for p in MORE_PATTERNS if cfg.depth == 16)]
@@ -163,6 +169,7 @@ def bench_patterns(
             t = model_table(
                 cfg, grid, backend, group, blocks=blocks, repeats=repeats, progress=progress,
                 same_rounds=kinds, stack=stack, block_clock=backend == "torch-cpu",
+                gemm_probe_n=gemm_probe_n,
             )  # fmt: skip
             for m in t["models"]:
                 m["group"] = i
@@ -183,14 +190,18 @@ def bench_patterns(
                 **{k: m[k] for k in ROW_KEYS},
                 "flops": flops,
                 "gflops": m["gflops"],
-                "fraction_of_gemm": m["gflops"] / gemm_of[backend],
+                "fraction_of_gemm": m["fraction_of_gemm"],
+                "fraction_of_gemm_ci": m["fraction_of_gemm_ci"],
+                "gemm_gflops_same_rounds": groups[m["group"]]["gemm"]["gflops"],
+                "fraction_of_gemm_before": m["gflops"] / gemm_of[backend],
                 **{k: m[k] for k in PREDICTION_KEYS if k in m},
             }
             rows.append(row)
             log(
                 f"{m['pattern']} {backend}: {m['median_ms'] / 1e3:.3f} s/step "
                 f"[{m['ci_low_ms'] / 1e3:.3f}, {m['ci_high_ms'] / 1e3:.3f}], "
-                f"{m['gflops']:.1f} GFLOP/s = {100 * row['fraction_of_gemm']:.0f}% of GEMM; "
+                f"{m['gflops']:.1f} GFLOP/s = {100 * row['fraction_of_gemm']:.0f}% of the GEMM "
+                f"rate of its rounds ({row['gemm_gflops_same_rounds']:.1f} GFLOP/s); "
                 f"predicted {m['same_rounds_predicted_ms'] / 1e3:.3f} s "
                 f"({100 * m['same_rounds_error']:+.1f}%) from same-round stacks, "
                 f"{m['predicted_ms'] / 1e3:.3f} s ({100 * m['prediction_error']:+.1f}%) from "
@@ -393,7 +404,8 @@ def table(doc: dict) -> str:
         f"fp32 GEMM {doc['gemm_gflops']:.1f} GFLOP/s torch (after: "
         f"{doc['gemm_gflops_after']:.1f}); GEMM by backend "
         + ", ".join(f"{k} {v:.1f}" for k, v in doc["gemm_gflops_by_backend"].items())
-        + " (each backend's 'of GEMM' uses its own); load average "
+        + " before the run; 'of GEMM': per-round achieved rate over the GEMM rate of the same "
+        "round through the backend's own matmul, median [95% CI]; load average "
         f"{doc['load_average_before'][0]:.2f} -> {doc['load_average_after'][0]:.2f}; blocks "
         f"timed in stacks of {doc.get('stack', STACK)}",
         "| pattern | backend | s / step, median [95% CI] | of GEMM | predicted s, same rounds "
@@ -431,7 +443,7 @@ def table(doc: dict) -> str:
         lines.append(
             f"| {name} | {r['backend']} | {r['median_ms'] / 1e3:.2f} "
             f"[{r['ci_low_ms'] / 1e3:.2f}, {r['ci_high_ms'] / 1e3:.2f}] | "
-            f"{100 * r['fraction_of_gemm']:.0f}% | "
+            f"{gemm_cell(r)} | "
             f"{'n/a' if same is None else f'{same / 1e3:.2f}'} | "
             f"{error_text(r.get('same_rounds_error'), r.get('same_rounds_error_ci'))} | "
             f"{r['predicted_ms'] / 1e3:.2f} | "
@@ -440,6 +452,13 @@ def table(doc: dict) -> str:
     for backend, pr in doc["predictor"].items():
         lines.append(predictor_line(backend, pr))
     return "\n".join(lines)
+
+
+def gemm_cell(r: dict) -> str:
+    """A row's fraction of GEMM, with its interval where the GEMM was timed in its rounds."""
+    ci = r.get("fraction_of_gemm_ci")
+    text = f"{100 * r['fraction_of_gemm']:.0f}%"
+    return text + (f" [{100 * ci[0]:.0f}, {100 * ci[1]:.0f}]" if ci else "")
 
 
 def check_words(c: dict) -> str:

@@ -112,6 +112,32 @@ def prediction_error_ci(
     return float(lo), float(hi)
 
 
+def paired_ratio(
+    num: Sequence[float], den: Sequence[float], scale: float = 1.0, seed: int = 0
+) -> dict:
+    """The per-round ratio scale x num[r] / den[r] of two candidates timed in the same rounds
+    (time_interleaved: times[r] of each comes from round r), so the machine's drift, which
+    moves both alike within a round, cancels in each ratio: {"median", "ci_low", "ci_high"
+    (median_ci of the ratios), "repeats"}."""
+    a = np.asarray(num, dtype=np.float64)
+    b = np.asarray(den, dtype=np.float64)
+    if a.ndim != 1 or a.size == 0 or a.shape != b.shape:
+        raise ValueError(
+            "num and den need one time per round of the same rounds, got "
+            f"{a.size if a.ndim == 1 else a.shape} and {b.size if b.ndim == 1 else b.shape}"
+        )
+    if not (np.isfinite(a).all() and np.isfinite(b).all() and (b > 0).all()):
+        raise ValueError("num and den must be finite, den > 0")
+    r = scale * a / b
+    lo, hi = median_ci(r, seed=seed)
+    return {
+        "median": float(statistics.median(r.tolist())),
+        "ci_low": lo,
+        "ci_high": hi,
+        "repeats": int(r.size),
+    }
+
+
 def mean_ci(xs: Sequence[float], level: float = CI_LEVEL, seed: int = 0) -> tuple[float, float]:
     """Bootstrap interval of the mean of `xs` (percentile method, seeded); a single value
     is its own interval."""

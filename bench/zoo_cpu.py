@@ -1,9 +1,11 @@
 """CPU comparison of the zoo's implementations at a few token grids: each variant's fast
 path (what `impl="auto"` runs on CPU), its reference and its peers (bench/peers.py: torch
 SDPA, SANA's LiteLA) side by side, timed interleaved per grid, with the achieved GFLOP/s
-from the analytic counts, the fraction of the fp32 GEMM rate measured in the same run
-(the roofline scale on a CPU) and the multiple of the serial floor (GEMM time plus the
-minimum traffic at the measured copy bandwidth).
+from the analytic counts, the multiple of the GEMM floor (the analytic FLOPs at the fp32
+GEMM rate, the roofline scale on a CPU; a GEMM probe is one more candidate of the same
+rounds, and the multiple is the median over rounds of each round's own ratio, with its
+interval) and the multiple of the serial floor (GEMM time plus the minimum traffic at the
+copy bandwidth measured before the rounds).
 
     python -m bench.zoo_cpu                   # every variant at DEFAULT_GRIDS
     python -m bench.zoo_cpu --grids 3x23x40 --repeats 21 --out bench/results/zoo-cpu.json
@@ -18,14 +20,23 @@ import torch
 from tqdm import tqdm
 
 import attention_zoo as az
-from bench.machine import copy_bandwidth, gemm_rate, machine_info, no_cache, time_interleaved
+from bench.machine import (
+    copy_bandwidth,
+    gemm_flops,
+    gemm_probe,
+    machine_info,
+    no_cache,
+    time_interleaved,
+)
 from bench.peers import PEERS
-from bench.stats import ms_row
+from bench.stats import ms_row, paired_ratio
 
 # Token grids (T, H, W) of the default comparison; 3 x 23 x 40 is MobileI2V's 720p x 17
 # frames latent. N is derived from each grid.
 DEFAULT_GRIDS = ((4, 8, 8), (4, 16, 16), (3, 23, 40))
-GEMM_N, GEMM_REPEATS = 2048, 5
+# The GEMM probe's size; its name among a grid's candidates (not a variant/impl pair).
+GEMM_N = 2048
+GEMM_KEY = "__gemm__"
 IMPLS = ("fast", "reference")
 
 
@@ -43,12 +54,13 @@ def compare_implementations(
 ) -> dict:
     """Times every variant's `impls` (and its peers) in fp32 on the CPU at each grid, all
     candidates of a grid interleaved in `repeats` rounds. Returns a JSON-able dict with
-    machine info, the measured GEMM rate and one row per (variant, implementation, grid).
+    machine info, the GEMM rate measured in the rounds (bench.machine.gemm_probe) and one
+    row per (variant, implementation, grid).
     `measure(stage, key, fn) -> (value, cached)` may wrap each grid's timing (the study's
     cache)."""
     names = list(az.VARIANTS) if variants is None else [az.get(v).name for v in variants]
     measure = measure or no_cache
-    rows, gemm, copy = [], None, None
+    rows, gemm, copy, by_grid = [], None, None, []
     for grid in tqdm(grids, desc="zoo implementations", disable=not progress, leave=False):
         n = math.prod(grid)
         gen = torch.Generator().manual_seed(n)
@@ -76,23 +88,24 @@ def compare_implementations(
             "H": heads,
             "D": head_dim,
             "repeats": repeats,
+            "gemm_probe": GEMM_N,
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
         }
 
         def run(cands=cands):
             # the roofline's scales measured with the timings, so a cached entry carries
-            # the rates its own times are quoted against
-            rates = {
-                "gemm_gflops": gemm_rate(n=GEMM_N, repeats=GEMM_REPEATS),
-                "copy_gbps": copy_bandwidth(),
-            }
+            # the rates its own times are quoted against: the GEMM in the same rounds
             flat = {f"{a}/{b}": fn for (a, b), fn in cands.items()}
-            return {**rates, "times": time_interleaved(flat, warmup=1, repeats=repeats)}
+            flat[GEMM_KEY] = gemm_probe(GEMM_N)
+            copy = copy_bandwidth()
+            return {"copy_gbps": copy, "times": time_interleaved(flat, warmup=1, repeats=repeats)}
 
         entry, cached = measure("zoo", key, run)
         times = entry["times"]
-        gemm = {"gflops": entry["gemm_gflops"], "n": GEMM_N, "repeats": GEMM_REPEATS}
+        g = times[GEMM_KEY]
+        gemm = {"gflops": gemm_flops(GEMM_N) / g["median"] / 1e9, "n": GEMM_N, "repeats": repeats}
+        by_grid.append({"grid": list(grid), **gemm, "times_ms": [1e3 * x for x in g["times"]]})
         copy = entry["copy_gbps"]
         for (name, impl), _ in cands.items():
             var = az.get(name)
@@ -101,7 +114,11 @@ def compare_implementations(
             flops = var.flops(batch, heads, n, head_dim, **opts)
             nbytes = var.bytes(batch, heads, n, head_dim, torch.float32, **opts)
             gflops = flops / t["median"] / 1e9
-            serial_floor = flops / (gemm["gflops"] * 1e9) + nbytes / (copy * 1e9)
+            # round r: t_r over that round's GEMM floor, flops x t_gemm_r / gemm_flops, and
+            # over its serial floor, that plus the minimum traffic's time
+            gemm_floors = [flops * tg / gemm_flops(GEMM_N) for tg in g["times"]]
+            floor = paired_ratio(t["times"], gemm_floors)
+            serial = paired_ratio(t["times"], [f + nbytes / (copy * 1e9) for f in gemm_floors])
             rows.append(
                 {
                     "variant": name,
@@ -116,8 +133,9 @@ def compare_implementations(
                     "gflops": gflops,
                     "gemm_gflops": gemm["gflops"],
                     "fraction_of_gemm": gflops / gemm["gflops"],
-                    "of_gemm_floor": (t["median"] * gemm["gflops"] * 1e9) / flops,
-                    "of_serial_floor": t["median"] / serial_floor,
+                    "of_gemm_floor": floor["median"],
+                    "of_gemm_floor_ci": [floor["ci_low"], floor["ci_high"]],
+                    "of_serial_floor": serial["median"],
                     "cached": cached,
                 }
             )
@@ -125,29 +143,34 @@ def compare_implementations(
         "what": "zoo implementations and peers, fp32, CPU, interleaved per grid",
         "shape": {"B": batch, "H": heads, "D": head_dim},
         "machine": machine_info(),
-        "gemm": gemm,  # of the last grid (each row carries its own)
+        "gemm": gemm,  # of the last grid's rounds (each row carries its own)
+        "gemm_by_grid": by_grid,  # the probe's time in each round of each grid
         "copy_gbps": copy,
         "rows": rows,
     }
 
 
 def table(res: dict) -> str:
-    """The rows as a markdown table: median [95% CI], the multiple of the GEMM floor and of
-    the serial floor (the GEMM floor plus the time the minimum traffic takes at the copy
-    bandwidth: what a path that runs its GEMMs and its passes over memory one after the
-    other cannot beat; at small head dims the two terms are of the same size)."""
+    """The rows as a markdown table: median [95% CI], the multiple of the GEMM floor (median
+    of the per-round ratios [95% CI]) and of the serial floor (the GEMM floor plus the time
+    the minimum traffic takes at the copy bandwidth: what a path that runs its GEMMs and its
+    passes over memory one after the other cannot beat; at small head dims the two terms
+    are of the same size)."""
     lines = [
-        f"fp32 GEMM {res['gemm']['gflops']:.1f} GFLOP/s, copy {res['copy_gbps']:.1f} GB/s, "
+        f"fp32 GEMM {res['gemm']['gflops']:.1f} GFLOP/s (median of the rounds), copy "
+        f"{res['copy_gbps']:.1f} GB/s, "
         f"{res['machine']['torch_threads']} threads, {res['machine']['cpu']}, load average "
         f"{res['load_average_before'][0]:.2f} -> {res['load_average_after'][0]:.2f}",
-        "| N | variant | implementation | ms, median [95% CI] | x GEMM floor | x serial floor |",
+        "| N | variant | implementation | ms, median [95% CI] | x GEMM floor [95% CI] "
+        "| x serial floor |",
         "|---:|---|---|---|---:|---:|",
     ]
     for r in res["rows"]:
         lines.append(
             f"| {r['N']} | {r['variant']} | {r['impl']}{' (peer)' if r['peer'] else ''} | "
             f"{r['median_ms']:.2f} [{r['ci_low_ms']:.2f}, {r['ci_high_ms']:.2f}] | "
-            f"{r['of_gemm_floor']:.2f} | {r['of_serial_floor']:.2f} |"
+            f"{r['of_gemm_floor']:.2f} [{r['of_gemm_floor_ci'][0]:.2f}, "
+            f"{r['of_gemm_floor_ci'][1]:.2f}] | {r['of_serial_floor']:.2f} |"
         )
     return "\n".join(lines)
 

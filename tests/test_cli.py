@@ -66,6 +66,34 @@ def test_implementation_comparison_rows():
     assert res["gemm"]["gflops"] > 0
 
 
+def test_floor_multiples_are_per_round_ratios_against_the_gemm_of_the_same_rounds():
+    """The GEMM probe is timed in every round beside the candidates; a row's multiple of
+    the GEMM floor is the median over rounds of t_r x (that round's GEMM rate) / flops,
+    with an interval that holds it, so a machine that speeds up mid-run moves both."""
+    import statistics
+
+    from bench.machine import gemm_flops
+    from bench.zoo_cpu import GEMM_N, compare_implementations
+
+    res = compare_implementations(
+        grids=((2, 2, 3), (1, 2, 2)), heads=2, head_dim=8, repeats=3, variants=["relu_linear"],
+        peers=False, progress=False,
+    )  # fmt: skip
+    assert [g["grid"] for g in res["gemm_by_grid"]] == [[2, 2, 3], [1, 2, 2]]
+    for r in res["rows"]:
+        (g,) = (g for g in res["gemm_by_grid"] if g["grid"] == r["grid"])
+        assert len(g["times_ms"]) == len(r["times_ms"]) == 3
+        rate = gemm_flops(GEMM_N) / statistics.median(g["times_ms"]) / 1e6
+        assert g["gflops"] == pytest.approx(rate)
+        assert r["gemm_gflops"] == g["gflops"]
+        pairs = zip(r["times_ms"], g["times_ms"], strict=True)
+        want = statistics.median(t * gemm_flops(GEMM_N) / (tg * r["flops"]) for t, tg in pairs)
+        assert r["of_gemm_floor"] == pytest.approx(want)
+        lo, hi = r["of_gemm_floor_ci"]
+        assert lo <= r["of_gemm_floor"] <= hi
+        assert 0 < r["of_serial_floor"] < r["of_gemm_floor"]
+
+
 def test_zoo_cpu_command_writes_its_table(tmp_path, capsys):
     """python -m bench.zoo_cpu: its options are checked, and --out gets the printed rows."""
     from bench.zoo_cpu import main as zoo_main

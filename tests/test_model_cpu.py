@@ -198,6 +198,48 @@ def test_model_table_on_onnxruntime_holds_or_loads_sessions(monkeypatch, hold):
     assert ("one onnxruntime session at a time" in res["measured_as"]) is not hold
 
 
+@pytest.mark.parametrize("backend", ["torch-cpu", "onnxruntime-cpu"])
+def test_model_table_scales_each_model_by_the_gemm_of_its_own_rounds(monkeypatch, backend):
+    """gemm_probe_n: a GEMM through the backend's matmul is one more candidate of the
+    models' rounds, and a model's fraction of GEMM is the median over rounds of its
+    achieved rate over that round's GEMM rate, with an interval that holds it."""
+    if backend == "onnxruntime-cpu":
+        pytest.importorskip("onnxruntime")
+    import statistics
+
+    import bench.latency as lat
+    from bench.machine import gemm_flops
+    from hybrid_dit import PRESETS, model_flops
+
+    rounds = []
+    real = lat.time_interleaved
+
+    def spy(fns, *args, **kw):
+        rounds.append(sorted(fns))
+        return real(fns, *args, **kw)
+
+    monkeypatch.setattr(lat, "time_interleaved", spy)
+    n = 64
+    res = lat.model_table("tiny", (2, 4, 4), backend, ["S", "L"], repeats=3, progress=False,
+                          gemm_probe_n=n)  # fmt: skip
+    assert rounds == [sorted(["__gemm__", "relu_linear*2", "softmax*2"])]
+    g = res["gemm"]
+    assert g["n"] == n and g["repeats"] == 3 and backend in g["what"]
+    assert g["gflops"] == pytest.approx(gemm_flops(n) / g["median_ms"] / 1e6)
+    for m in res["models"]:
+        flops = model_flops(PRESETS["tiny"].with_attention(m["attention"]), (2, 4, 4))["total"]
+        pairs = zip(m["times_ms"], g["times_ms"], strict=True)
+        want = statistics.median((flops / t) / (gemm_flops(n) / tg) for t, tg in pairs)
+        assert m["fraction_of_gemm"] == pytest.approx(want)
+        lo, hi = m["fraction_of_gemm_ci"]
+        assert 0 < lo <= m["fraction_of_gemm"] <= hi
+    plain = lat.model_table("tiny", (2, 4, 4), backend, ["S"], repeats=1, progress=False)
+    assert plain["gemm"] is None and "fraction_of_gemm" not in plain["models"][0]
+    with pytest.raises(ValueError, match="n must be a positive int"):
+        lat.model_table("tiny", (2, 4, 4), backend, ["S"], repeats=1, progress=False,
+                        gemm_probe_n=0)  # fmt: skip
+
+
 @pytest.mark.parametrize("hold", [True, False])
 def test_model_table_times_block_stacks_in_the_models_rounds(monkeypatch, hold):
     """same_rounds: the variants' block stacks and the overhead are timed in the whole
@@ -516,8 +558,14 @@ def test_bench_patterns_times_the_one_variant_models_beside_every_groups_mixes(m
     pats = [["softmax"] * depth, ["relu_linear"] * depth, *mixes]
     doc = mc.bench_patterns("tiny-deep", (2, 4, 4), pats, repeats=3, block_repeats=3,
                             backends=("onnxruntime-cpu",), progress=False,
-                            log=lambda s: None)  # fmt: skip
+                            log=lambda s: None, gemm_probe_n=32)  # fmt: skip
     rows = doc["rows"]
+    for r in rows:  # each model against the GEMM timed in its own group's rounds
+        group = doc["tables"]["onnxruntime-cpu"]["models"]["groups"][r["group"]]
+        assert r["gemm_gflops_same_rounds"] == group["gemm"]["gflops"] and group["gemm"]["n"] == 32
+        lo, hi = r["fraction_of_gemm_ci"]
+        assert lo <= r["fraction_of_gemm"] <= hi
+        assert r["fraction_of_gemm_before"] == pytest.approx(r["gflops"] / 100.0)
     groups = sorted({r["group"] for r in rows})
     assert groups == list(range(math.ceil(len(mixes) / 2)))
     for g in groups:

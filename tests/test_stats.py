@@ -211,3 +211,28 @@ def test_error_text_shows_the_interval_where_there_is_one():
     assert error_text(None) == "n/a"
     assert error_text(0.031) == "+3.1%"
     assert error_text(-0.02, [-0.084, 0.04]) == "-2.0% [-8.4, +4.0]"
+
+
+def test_paired_ratio_cancels_drift_that_moves_both_sides_alike():
+    """Round r's ratio is scale x num[r] / den[r]: a machine twice as fast in later rounds
+    leaves every ratio, so the median and its interval, where they were."""
+    from bench.stats import paired_ratio
+
+    den = [1.0, 1.0, 0.5, 0.5, 0.5]
+    num = [3 * d for d in den]
+    r = paired_ratio(num, den, scale=2.0)
+    assert r["median"] == pytest.approx(6.0)
+    assert r["ci_low"] == pytest.approx(6.0) and r["ci_high"] == pytest.approx(6.0)
+    assert r["repeats"] == 5
+    # the interval of the ratio of medians resampled apart spans the drift instead
+    ra = median_ci(num)
+    rb = median_ci(den)
+    assert 2 * ra[1] / rb[0] > 2 * 6.0 - 1e-9
+    for num, den, msg in (
+        ([1.0, 2.0], [1.0], "one time per round"),
+        ([], [], "one time per round"),
+        ([1.0], [0.0], "den > 0"),
+        ([float("nan")], [1.0], "finite"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            paired_ratio(num, den)
