@@ -47,6 +47,7 @@ from bench.machine import (
     time_interleaved,
 )
 from bench.stats import (
+    median_ci,
     ms_row,
     paired_ratio,
     prediction_error_ci,
@@ -707,7 +708,11 @@ def full_depth_predictions(models: Sequence[dict], depth: int) -> list[dict]:
     The interval resamples whole rounds (paired) where the mix and its one-variant models
     were timed in the same rounds (one group, the same number of repeats), else each
     sample on its own; "paired" says which. Where a one-variant model was timed in several
-    groups, a mix takes the copy from its own group (else the first)."""
+    groups, a mix takes the copy from its own group (else the first). Paired rows also get
+    "error_per_round": the median over rounds of each round's own error (the prediction
+    from that round's one-variant models over that round's mix), with its interval, a
+    diagnostic in which drift that moves a whole round alike cancels; "error" compares
+    medians taken over all rounds, as every other predictor here does."""
     single: dict[str, list[dict]] = {}
     for m in models:
         if len(set(m["attention"])) == 1:
@@ -737,16 +742,22 @@ def full_depth_predictions(models: Sequence[dict], depth: int) -> list[dict]:
                     [(w, s["times_ms"]) for w, s in parts], m["times_ms"], paired=paired
                 )
             )
-        rows.append(
-            {
-                "pattern": m["pattern"],
-                "median_ms": m["median_ms"],
-                "predicted_ms": pred,
-                "error": relative_error(pred, m["median_ms"]),
-                "error_ci": ci,
-                "paired": paired,
-            }
-        )
+        row = {
+            "pattern": m["pattern"],
+            "median_ms": m["median_ms"],
+            "predicted_ms": pred,
+            "error": relative_error(pred, m["median_ms"]),
+            "error_ci": ci,
+            "paired": paired,
+        }
+        if paired:
+            per_round = [
+                sum(w * s["times_ms"][r] for w, s in parts) / t - 1
+                for r, t in enumerate(m["times_ms"])
+            ]
+            row["error_per_round"] = float(np.median(per_round))
+            row["error_per_round_ci"] = list(median_ci(per_round))
+        rows.append(row)
     return rows
 
 

@@ -289,14 +289,22 @@ def predictor_summary(rows: list[dict], tables: dict, depth: int) -> dict:
 
 def full_depth_check(models: list[dict], depth: int) -> dict:
     """full_depth_predictions of a backend's models with predictor_check's verdict over
-    them (the one-variant models are its calibration, so they are not counted)."""
+    them (the one-variant models are its calibration, so they are not counted); where every
+    row is paired, "per_round": the same check on each row's median per-round error (a
+    diagnostic of what drift between rounds adds; the goal is judged on "error")."""
     rows = full_depth_predictions(models, depth)
-    return {
+    out = {
         "what": "mixes predicted from the one-variant whole models: sum over variants of "
         "(its blocks / depth) x that model's latency (blocks timed inside full-depth models)",
         "rows": rows,
         **predictor_check(rows, "predicted_ms", "error", "error_ci"),
     }
+    if rows and all("error_per_round" in r for r in rows):
+        check = predictor_check(rows, "predicted_ms", "error_per_round", "error_per_round_ci")
+        out["per_round"] = {
+            k: check[k] for k in ("configs", "worst_error", "intervals_within_goal")
+        }
+    return out
 
 
 def same_round_intervals(rows: list[dict], tables: dict) -> None:
@@ -496,6 +504,16 @@ def predictor_line(backend: str, pr: dict) -> str:
         f"block table timed before {check_words(pr.get('table', {}))}",
         f"mixes from the one-variant whole models (full depth) "
         f"{check_words(pr.get('full_depth', {}))}",
+        *(
+            [
+                "the same, each mix's median per-round error (diagnostic, no goal verdict): "
+                f"worst {fmt(per['worst_error'], 100, '%')} over {per['configs']} models, "
+                + ("every" if per["intervals_within_goal"] else "not every")
+                + f" interval within {100 * GOAL_ERROR:.0f}%"
+            ]
+            if (per := pr.get("full_depth", {}).get("per_round"))
+            else []
+        ),
         f"a block inside a one-variant model vs the table: {inside or 'no one-variant model'}",
     ]
     if clock:

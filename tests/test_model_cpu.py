@@ -439,9 +439,21 @@ def test_full_depth_predictor_interpolates_the_one_variant_models():
     (bad,) = [r for r in full_depth_predictions(timed_models({mix: 1.1}), DEPTH)
               if r["pattern"] == mix]  # fmt: skip
     assert bad["error"] == pytest.approx(1 / 1.1 - 1)
+    # per round: the prediction from that round's one-variant models over that round's mix
+    assert bad["error_per_round"] == pytest.approx(1 / 1.1 - 1)
+    assert bad["error_per_round_ci"] == pytest.approx([1 / 1.1 - 1] * 2)
+    for r in rows:
+        assert r["error_per_round"] == pytest.approx(0, abs=1e-12)
+    # one slow round of a mix moves its per-round errors by that round only
+    slow = timed_models()
+    m = next(x for x in slow if x["pattern"] == mix)
+    m["times_ms"] = [3 * t if i == 0 else t for i, t in enumerate(m["times_ms"])]
+    (one,) = [r for r in full_depth_predictions(slow, DEPTH) if r["pattern"] == mix]
+    assert one["error_per_round"] == pytest.approx(0, abs=1e-12)
     # all softmax timed in another group: unpaired, and the drift widens the interval
     split = full_depth_predictions(timed_models(groups=[1, 0, 0, 0, 0]), DEPTH)
     assert not any(r["paired"] for r in split)
+    assert not any("error_per_round" in r for r in split)
     assert all(r["error_ci"][1] - r["error_ci"][0] > 0.05 for r in split)
     # the one-variant models timed again in the mix's group (another drift): a mix takes
     # the copies from its own group, so it pairs again
