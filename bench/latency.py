@@ -444,6 +444,10 @@ def model_table(
     same_rounds = [az.get(v).name for v in same_rounds]
     if same_rounds:
         check_stack(stack, cfg.depth)
+    if gemm_probe_n is not None and (
+        isinstance(gemm_probe_n, bool) or not isinstance(gemm_probe_n, int) or gemm_probe_n < 1
+    ):  # checked before the minutes of building and exporting the models
+        raise ValueError(f"gemm_probe_n must be a positive int or None, got {gemm_probe_n!r}")
     if block_clock and backend != "torch-cpu":
         raise ValueError(
             f"block_clock needs backend 'torch-cpu' (synchronous ops), got {backend!r}"

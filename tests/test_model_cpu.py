@@ -235,9 +235,12 @@ def test_model_table_scales_each_model_by_the_gemm_of_its_own_rounds(monkeypatch
         assert 0 < lo <= m["fraction_of_gemm"] <= hi
     plain = lat.model_table("tiny", (2, 4, 4), backend, ["S"], repeats=1, progress=False)
     assert plain["gemm"] is None and "fraction_of_gemm" not in plain["models"][0]
-    with pytest.raises(ValueError, match="n must be a positive int"):
-        lat.model_table("tiny", (2, 4, 4), backend, ["S"], repeats=1, progress=False,
-                        gemm_probe_n=0)  # fmt: skip
+    for bad in (0, 2.5, True):
+        with pytest.raises(
+            ValueError, match=f"gemm_probe_n must be a positive int or None, got {bad}"
+        ):
+            lat.model_table("tiny", (2, 4, 4), backend, ["S"], repeats=1, progress=False,
+                            gemm_probe_n=bad)  # fmt: skip
 
 
 @pytest.mark.parametrize("hold", [True, False])
