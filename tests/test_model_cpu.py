@@ -198,6 +198,22 @@ def test_model_table_on_onnxruntime_holds_or_loads_sessions(monkeypatch, hold):
     assert ("one onnxruntime session at a time" in res["measured_as"]) is not hold
 
 
+def spy_rounds(monkeypatch) -> list:
+    """The candidates' names of every bench.latency.time_interleaved call from now on
+    (sorted, one list per call); the calls still time for real."""
+    import bench.latency as lat
+
+    rounds = []
+    real = lat.time_interleaved
+
+    def spy(fns, *args, **kw):
+        rounds.append(sorted(fns))
+        return real(fns, *args, **kw)
+
+    monkeypatch.setattr(lat, "time_interleaved", spy)
+    return rounds
+
+
 @pytest.mark.parametrize("backend", ["torch-cpu", "onnxruntime-cpu"])
 def test_model_table_scales_each_model_by_the_gemm_of_its_own_rounds(monkeypatch, backend):
     """gemm_probe_n: a GEMM through the backend's matmul is one more candidate of the
@@ -211,14 +227,7 @@ def test_model_table_scales_each_model_by_the_gemm_of_its_own_rounds(monkeypatch
     from bench.machine import gemm_flops
     from hybrid_dit import PRESETS, model_flops
 
-    rounds = []
-    real = lat.time_interleaved
-
-    def spy(fns, *args, **kw):
-        rounds.append(sorted(fns))
-        return real(fns, *args, **kw)
-
-    monkeypatch.setattr(lat, "time_interleaved", spy)
+    rounds = spy_rounds(monkeypatch)
     n = 64
     res = lat.model_table("tiny", (2, 4, 4), backend, ["S", "L"], repeats=3, progress=False,
                           gemm_probe_n=n)  # fmt: skip
@@ -251,14 +260,7 @@ def test_model_table_times_block_stacks_in_the_models_rounds(monkeypatch, hold):
     pytest.importorskip("onnxruntime")
     import bench.latency as lat
 
-    rounds = []
-    real = lat.time_interleaved
-
-    def spy(fns, *args, **kw):
-        rounds.append(sorted(fns))
-        return real(fns, *args, **kw)
-
-    monkeypatch.setattr(lat, "time_interleaved", spy)
+    rounds = spy_rounds(monkeypatch)
     monkeypatch.setattr(lat, "hold_sessions", lambda n, w, available=None: hold)
     res = lat.model_table("tiny", (2, 4, 4), "onnxruntime-cpu", ["S", "L,S"], repeats=2,
                           progress=False, same_rounds=["relu_linear", "softmax"],
