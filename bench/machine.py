@@ -1,8 +1,10 @@
 """Machine description and timing helpers shared by every benchmark.
 
-Absolute times differ between machines; every later table quotes its numbers next to
-`gemm_rate()`, the fp32 matmul rate measured through torch in the same run, which is the
-roofline scale for compute-bound work on that machine.
+Absolute times differ between machines; every later table quotes its numbers next to an
+fp32 matmul rate, the roofline scale for compute-bound work on that machine: where it can,
+a GEMM (`gemm_probe`, `ort_gemm_probe`) timed as one more candidate in the same rounds as
+the times it scales, since this VM's speed drifts within minutes; elsewhere `gemm_rate()`,
+measured once in the same run.
 """
 
 from __future__ import annotations
@@ -311,13 +313,18 @@ def time_interleaved(
     return {name: summarize(ts) for name, ts in times.items()}
 
 
+# The size of the GEMM probe timed beside the measurements it scales (zoo, whole models):
+# big enough to run the matmul kernels at their steady rate (~55 ms at 300 GFLOP/s).
+GEMM_PROBE_N = 2048
+
+
 def gemm_flops(n: int) -> int:
     """FLOPs of an (n x n) @ (n x n) product: 2 n^3 (the GEMM probes' work)."""
     _check_positive("n", n)
     return 2 * n**3
 
 
-def gemm_probe(n: int = 2048, device: str | torch.device = "cpu") -> Callable[[], Any]:
+def gemm_probe(n: int = GEMM_PROBE_N, device: str | torch.device = "cpu") -> Callable[[], Any]:
     """A no-argument fp32 (n x n) @ (n x n) product through torch (gemm_flops(n) FLOPs, into
     a preallocated output): the roofline's work, to time alone (gemm_rate) or as one more
     candidate of time_interleaved, so that the rate comes from the same rounds as the
@@ -332,7 +339,7 @@ def gemm_probe(n: int = 2048, device: str | torch.device = "cpu") -> Callable[[]
 
 
 def gemm_rate(
-    n: int = 2048, repeats: int = 5, warmup: int = 1, device: str | torch.device = "cpu"
+    n: int = GEMM_PROBE_N, repeats: int = 5, warmup: int = 1, device: str | torch.device = "cpu"
 ) -> float:
     """The fp32 matmul rate through torch: median GFLOP/s of gemm_probe(n)."""
     device = torch.device(device)
@@ -340,7 +347,7 @@ def gemm_rate(
     return gemm_flops(n) / t["median"] / 1e9
 
 
-def ort_gemm_probe(n: int = 2048) -> Callable[[], Any]:
+def ort_gemm_probe(n: int = GEMM_PROBE_N) -> Callable[[], Any]:
     """gemm_probe through onnxruntime: one MatMul node of two (n x n) fp32 inputs, in a
     session from export.onnx.session (threads as torch's, spinning off, the shared arena),
     as a no-argument callable."""
@@ -365,7 +372,7 @@ def ort_gemm_probe(n: int = 2048) -> Callable[[], Any]:
     return lambda: sess.run(None, feed)
 
 
-def ort_gemm_rate(n: int = 2048, repeats: int = 5, warmup: int = 1) -> float:
+def ort_gemm_rate(n: int = GEMM_PROBE_N, repeats: int = 5, warmup: int = 1) -> float:
     """The fp32 matmul rate through onnxruntime: median GFLOP/s of ort_gemm_probe(n).
     onnxruntime's MLAS kernels are not torch's MKL ones, so an onnxruntime model's
     fraction of GEMM is quoted against this rate."""

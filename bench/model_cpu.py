@@ -66,7 +66,7 @@ from bench.latency import (
     predict_ms,
     scaled_leave_one_out,
 )
-from bench.machine import gemm_rate, machine_info, ort_gemm_rate
+from bench.machine import GEMM_PROBE_N, gemm_rate, machine_info, ort_gemm_rate
 from bench.stats import error_text, rank_correlation, relative_error
 from hybrid_dit import PRESETS, format_pattern, model_flops, parse_grid, reference_patterns
 
@@ -83,9 +83,6 @@ MORE_PATTERNS = (
 # The predictor goal of the latency issue: every model within this relative error, and
 # this rank correlation, over at least this many models.
 GOAL_ERROR, GOAL_SPEARMAN, GOAL_CONFIGS = 0.05, 0.95, 6
-# The GEMM probe timed in every group's rounds (bench.latency.model_table's gemm_probe_n):
-# each model's fraction of GEMM is quoted against the rate of its own rounds.
-GEMM_N = 2048
 ROW_KEYS = ("median_ms", "ci_low_ms", "ci_high_ms", "p10_ms", "p90_ms", "repeats", "times_ms")
 PREDICTION_KEYS = (
     "predicted_ms",
@@ -137,7 +134,7 @@ def bench_patterns(
     log=print,
     stack: int = STACK,
     references_everywhere: bool = True,
-    gemm_probe_n: int = GEMM_N,
+    gemm_probe_n: int = GEMM_PROBE_N,
 ) -> dict:
     """Times one step per pattern and backend (interleaved per backend and group), with the
     block table of each backend timed first and the block stacks again in the models'

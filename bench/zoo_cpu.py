@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 import attention_zoo as az
 from bench.machine import (
+    GEMM_PROBE_N,
     copy_bandwidth,
     gemm_flops,
     gemm_probe,
@@ -34,8 +35,7 @@ from bench.stats import ms_row, paired_ratio
 # Token grids (T, H, W) of the default comparison; 3 x 23 x 40 is MobileI2V's 720p x 17
 # frames latent. N is derived from each grid.
 DEFAULT_GRIDS = ((4, 8, 8), (4, 16, 16), (3, 23, 40))
-# The GEMM probe's size; its name among a grid's candidates (not a variant/impl pair).
-GEMM_N = 2048
+# The GEMM probe's name among a grid's candidates (not a variant/impl pair).
 GEMM_KEY = "__gemm__"
 IMPLS = ("fast", "reference")
 
@@ -88,7 +88,7 @@ def compare_implementations(
             "H": heads,
             "D": head_dim,
             "repeats": repeats,
-            "gemm_probe": GEMM_N,
+            "gemm_probe": GEMM_PROBE_N,
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
         }
@@ -97,14 +97,18 @@ def compare_implementations(
             # the roofline's scales measured with the timings, so a cached entry carries
             # the rates its own times are quoted against: the GEMM in the same rounds
             flat = {f"{a}/{b}": fn for (a, b), fn in cands.items()}
-            flat[GEMM_KEY] = gemm_probe(GEMM_N)
+            flat[GEMM_KEY] = gemm_probe(GEMM_PROBE_N)
             copy = copy_bandwidth()
             return {"copy_gbps": copy, "times": time_interleaved(flat, warmup=1, repeats=repeats)}
 
         entry, cached = measure("zoo", key, run)
         times = entry["times"]
         g = times[GEMM_KEY]
-        gemm = {"gflops": gemm_flops(GEMM_N) / g["median"] / 1e9, "n": GEMM_N, "repeats": repeats}
+        gemm = {
+            "gflops": gemm_flops(GEMM_PROBE_N) / g["median"] / 1e9,
+            "n": GEMM_PROBE_N,
+            "repeats": repeats,
+        }
         by_grid.append({"grid": list(grid), **gemm, "times_ms": [1e3 * x for x in g["times"]]})
         copy = entry["copy_gbps"]
         for (name, impl), _ in cands.items():
@@ -116,7 +120,7 @@ def compare_implementations(
             gflops = flops / t["median"] / 1e9
             # round r: t_r over that round's GEMM floor, flops x t_gemm_r / gemm_flops, and
             # over its serial floor, that plus the minimum traffic's time
-            gemm_floors = [flops * tg / gemm_flops(GEMM_N) for tg in g["times"]]
+            gemm_floors = [flops * tg / gemm_flops(GEMM_PROBE_N) for tg in g["times"]]
             floor = paired_ratio(t["times"], gemm_floors)
             serial = paired_ratio(t["times"], [f + nbytes / (copy * 1e9) for f in gemm_floors])
             rows.append(

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from bench.machine import GEMM_PROBE_N
 from export.files import remove_stale_temps, write_json
 from hybrid_dit import format_pattern, mobilei2v_pattern, reference_patterns
 from study.cache import Cache, code_version
@@ -51,6 +52,9 @@ class StudyConfig:
     block_stack: int = 2  # blocks per timed stack (bench.latency.STACK)
     model_repeats: int = 5  # rounds of the interleaved whole-model timings
     model_backends: tuple[str, ...] | None = None  # whole-model latency (None: the target)
+    # n of the (n x n) fp32 GEMM timed through each backend's matmul in the whole models'
+    # rounds, which their fraction of the GEMM rate is quoted against (0: none)
+    gemm_probe: int = GEMM_PROBE_N
     n_heldout: int = 8  # held-out clips of the quality measurements
     eval_ts: tuple[float, ...] = (0.25, 0.5, 0.75)  # timesteps of the held-out FM loss
     steps: tuple[int, ...] = (1, 2)  # sampling steps of the joint search
@@ -258,6 +262,7 @@ def _validate(c: StudyConfig) -> None:
         pos_int(name, getattr(c, name))
     pos_int("joint_steps", c.joint_steps, minimum=0)
     pos_int("top_k", c.top_k, minimum=0)  # 0: the chosen pair and the recipe only
+    pos_int("gemm_probe", c.gemm_probe, minimum=0)  # 0: no GEMM timed beside the models
     if not isinstance(c.steps, (tuple, list)) or not c.steps:
         raise ValueError(f"study config: steps must be a non-empty list, got {c.steps!r}")
     for k in c.steps:
@@ -616,6 +621,7 @@ class Study:
                     # the variants' block stacks again, in the models' rounds (no drift)
                     same_rounds=[v for v in self.cfg.variants if any(v in p for p in patterns)],
                     stack=self.cfg.block_stack,
+                    gemm_probe_n=self.cfg.gemm_probe or None,
                 )
             host = self.tables["latency"]["host"]
             fixed, per_step = host["fixed_ms"], host["per_step_ms"]
@@ -649,6 +655,8 @@ class Study:
                             "step_prediction_error_ci": m.get("prediction_error_ci"),
                             "step_same_rounds_error": m.get("same_rounds_error"),
                             "step_same_rounds_error_ci": m.get("same_rounds_error_ci"),
+                            "step_fraction_of_gemm": m.get("fraction_of_gemm"),
+                            "step_fraction_of_gemm_ci": m.get("fraction_of_gemm_ci"),
                             "clip_measured_ms": fixed + steps * (m["median_ms"] + per_step),
                             "clip_ci_ms": [
                                 fixed + steps * (m["ci_low_ms"] + per_step),

@@ -493,6 +493,10 @@ def _validate_section(v, cfg) -> list[str]:
                 f"{error_text(worst['error'], worst['error_ci'])} over {len(full)} models"
             )
         md.append(line + ".")
+    for b in backends:
+        line = _gemm_line(b, v["whole_models"][b])
+        if line:
+            md.append(line)
     md.append(
         f"- Quality: Spearman predicted vs measured pixel MSE {_f(v['spearman_quality'])} {over}."
     )
@@ -511,6 +515,26 @@ def _validate_section(v, cfg) -> list[str]:
             )
     md.append("")
     return md
+
+
+def _gemm_line(backend: str, table: dict) -> str | None:
+    """The whole steps' fractions of the GEMM rate timed in their own rounds (through the
+    backend's own matmul), or None where no GEMM was timed beside them."""
+    g = table.get("gemm")
+    rows = [m for m in table["models"] if m.get("fraction_of_gemm") is not None]
+    if not g or not rows:
+        return None
+    lo = min(rows, key=lambda m: m["fraction_of_gemm"])
+    hi = max(rows, key=lambda m: m["fraction_of_gemm"])
+    ci = lo["fraction_of_gemm_ci"]
+    return (
+        f"- {backend}: whole steps at {100 * lo['fraction_of_gemm']:.0f}-"
+        f"{100 * hi['fraction_of_gemm']:.0f}% of the fp32 GEMM rate (analytic FLOPs over "
+        f"time; the rate of an ({g['n']} x {g['n']}) GEMM through {backend}'s own matmul, "
+        f"timed in the same rounds: {g['gflops']:.0f} GFLOP/s); the lowest, "
+        f"`{lo['pattern']}`, {100 * lo['fraction_of_gemm']:.0f}% [{100 * ci[0]:.0f}, "
+        f"{100 * ci[1]:.0f}] (goal 80%)."
+    )
 
 
 def _robustness_section(v) -> list[str]:

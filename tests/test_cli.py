@@ -73,7 +73,7 @@ def test_floor_multiples_are_per_round_ratios_against_the_gemm_of_the_same_round
     import statistics
 
     from bench.machine import gemm_flops
-    from bench.zoo_cpu import GEMM_N, compare_implementations
+    from bench.zoo_cpu import GEMM_PROBE_N, compare_implementations
 
     res = compare_implementations(
         grids=((2, 2, 3), (1, 2, 2)), heads=2, head_dim=8, repeats=3, variants=["relu_linear"],
@@ -83,11 +83,13 @@ def test_floor_multiples_are_per_round_ratios_against_the_gemm_of_the_same_round
     for r in res["rows"]:
         (g,) = (g for g in res["gemm_by_grid"] if g["grid"] == r["grid"])
         assert len(g["times_ms"]) == len(r["times_ms"]) == 3
-        rate = gemm_flops(GEMM_N) / statistics.median(g["times_ms"]) / 1e6
+        rate = gemm_flops(GEMM_PROBE_N) / statistics.median(g["times_ms"]) / 1e6
         assert g["gflops"] == pytest.approx(rate)
         assert r["gemm_gflops"] == g["gflops"]
         pairs = zip(r["times_ms"], g["times_ms"], strict=True)
-        want = statistics.median(t * gemm_flops(GEMM_N) / (tg * r["flops"]) for t, tg in pairs)
+        want = statistics.median(
+            t * gemm_flops(GEMM_PROBE_N) / (tg * r["flops"]) for t, tg in pairs
+        )
         assert r["of_gemm_floor"] == pytest.approx(want)
         lo, hi = r["of_gemm_floor_ci"]
         assert lo <= r["of_gemm_floor"] <= hi
@@ -150,10 +152,18 @@ def test_bench_then_search_from_files(tmp_path, capsys):
         "--out",
         str(lat),
     ]
-    assert main(args) == 0
+    assert main([*args, "--gemm-probe", "64"]) == 0
     table = json.loads(lat.read_text())
     assert [r["variant"] for r in table["blocks"]["variants"]] == ["softmax", "relu_linear"]
     assert len(table["models"]["models"]) == 2
+    # each model's fraction of a GEMM timed in its own rounds, in the JSON and the table
+    assert table["models"]["gemm"]["n"] == 64
+    printed = capsys.readouterr().out
+    assert "of GEMM" in printed and "(64 x 64) fp32 GEMM through torch-cpu's matmul" in printed
+    for r in table["models"]["models"]:
+        lo, hi = r["fraction_of_gemm_ci"]
+        assert 0 < lo <= r["fraction_of_gemm"] <= hi
+        assert f"{100 * r['fraction_of_gemm']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]" in printed
     quality = tmp_path / "q.json"
     quality.write_text(
         json.dumps(

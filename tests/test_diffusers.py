@@ -510,6 +510,8 @@ CLI_BAD = [
      r"\(2 blocks\), got 3"),
     ("text-tokens", [*MODEL, *GOOD, "--text-tokens", "0"], r"--text-tokens must be >= 1, got 0"),
     ("config-alone", ["--config", "x.json"], r"--config goes with --model diffusers:CLASS"),
+    ("gemm-probe", [*MODEL, *GOOD, "--gemm-probe", "64"],
+     r"--gemm-probe goes with a preset: a diffusers model has no analytic FLOP count"),
 ]  # fmt: skip
 
 

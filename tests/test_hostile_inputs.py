@@ -331,6 +331,7 @@ CASES = [
     cli("bench-repeats", lambda c: ["bench", "--repeats", "0"], r"--repeats must be >= 1, got 0"),
     cli("bench-repeats-int", lambda c: ["bench", "--repeats", "x"], r"argument --repeats: invalid int value: 'x'"),
     cli("bench-variants", lambda c: ["bench", "--variants", "flash"], r"--variants: unknown attention variant 'flash'"),
+    cli("bench-gemm-probe", lambda c: ["bench", "--gemm-probe", "-1"], r"--gemm-probe must be >= 0 \(0: none\), got -1"),
     cli("bench-backend", lambda c: ["bench", "--preset", "tiny", "--grid", "2x3x4", "--backend", "tpu"], r"backend must be one of .*got 'tpu'"),
     cli("bench-patterns", lambda c: ["bench", "--preset", "tiny", "--grid", "2x3x4", "--patterns", "L,S,S"], r"--patterns: attention must name one variant per block \(depth=2\), got 3"),
     cli("bench-out-folder", lambda c: ["bench", "--preset", "tiny", "--grid", "2x3x4", "--out", str(c.tmp)], r"--out must be a file path, got the folder"),

@@ -42,6 +42,7 @@ def micro_config(teacher) -> StudyConfig:
         zoo_repeats=1,
         block_repeats=1,
         model_repeats=1,
+        gemm_probe=128,
         n_heldout=2,
         eval_ts=(0.5,),
         steps=(1, 2),
@@ -113,9 +114,19 @@ def test_micro_study_end_to_end(tmp_path, micro_teacher):
         b: full_depth_predictions(t["models"], PRESETS["tiny"].depth)
         for b, t in val["whole_models"].items()
     }
+    for b, t in val["whole_models"].items():  # a GEMM timed in the whole models' rounds
+        assert t["gemm"]["n"] == 128, b
+        assert all(0 < m["fraction_of_gemm"] for m in t["models"]), b
+        assert f"- {b}: whole steps at " in report
     for r in val["configs"]:  # predicted vs measured on the target backend, with intervals
         x = r["onnxruntime-cpu"]
         assert x["step_ci_ms"][0] <= x["step_measured_ms"] <= x["step_ci_ms"][1]
+        m = next(
+            m
+            for m in val["whole_models"]["onnxruntime-cpu"]["models"]
+            if m["attention"] == r["attention"]
+        )
+        assert x["step_fraction_of_gemm"] == m["fraction_of_gemm"]
         # the prediction is wired to this run's own block table and host loop
         blocks = study.tables["latency"]["blocks"]["onnxruntime-cpu"]
         per = {b["variant"]: b["median_ms"] for b in blocks["variants"]}
@@ -212,6 +223,40 @@ def test_top_k_zero_builds_no_neighbours_and_negative_is_refused():
     assert "0 front neighbour(s)" in " ".join(StudyConfig.from_dict({"top_k": 0}).left_out())
     with pytest.raises(ValueError, match="top_k must be an int >= 0, got -1"):
         StudyConfig.from_dict({"top_k": -1})
+
+
+def test_gemm_probe_zero_is_none_and_negative_is_refused():
+    assert StudyConfig.from_dict({"gemm_probe": 0}).gemm_probe == 0
+    for bad in (-1, True, 2.5):
+        with pytest.raises(ValueError, match=f"gemm_probe must be an int >= 0, got {bad!r}"):
+            StudyConfig.from_dict({"gemm_probe": bad})
+
+
+def test_validate_section_states_the_fractions_of_gemm():
+    """The report quotes the whole steps' range of fractions of the GEMM timed in their own
+    rounds, and the lowest with its interval; without a probe, no such line."""
+    from study.report import _validate_section
+
+    b = "torch-cpu"
+    models = [
+        {"pattern": "S*2", "fraction_of_gemm": 0.731, "fraction_of_gemm_ci": [0.69, 0.75]},
+        {"pattern": "L*2", "fraction_of_gemm": 0.764, "fraction_of_gemm_ci": [0.74, 0.78]},
+    ]
+    v = {
+        "whole_models": {b: {"models": models, "gemm": {"n": 2048, "gflops": 312.6}}},
+        "configs": [],
+        "spearman_latency": {b: None},
+        "worst_step_prediction_error": {b: 0.08},
+        "spearman_quality": None,
+    }
+    text = "\n".join(_validate_section(v, StudyConfig(target=b)))
+    assert (
+        "- torch-cpu: whole steps at 73-76% of the fp32 GEMM rate (analytic FLOPs over time; "
+        "the rate of an (2048 x 2048) GEMM through torch-cpu's own matmul, timed in the same "
+        "rounds: 313 GFLOP/s); the lowest, `S*2`, 73% [69, 75] (goal 80%)."
+    ) in text
+    v["whole_models"][b]["gemm"] = None
+    assert "GEMM" not in "\n".join(_validate_section(v, StudyConfig(target=b)))
 
 
 def test_validate_section_states_the_full_depth_prediction():

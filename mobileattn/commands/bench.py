@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.machine import GEMM_PROBE_N
 from study.tables import text_table
 
 DEFAULT_PRESET = "mobilei2v"
@@ -44,6 +45,14 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per block")
     p.add_argument("--model-repeats", type=int, default=3, help="timed repeats per model")
+    p.add_argument(
+        "--gemm-probe",
+        type=int,
+        default=None,
+        help="n of the (n x n) fp32 GEMM timed through the backend's matmul in the whole "
+        "models' rounds, each model's fraction of GEMM quoted against it (0: none; "
+        f"default: {GEMM_PROBE_N}; presets only)",
+    )
     p.add_argument("--out", type=Path, default=None, help="JSON output file")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
@@ -59,6 +68,11 @@ def _check_args(args):
     if args.model is not None:
         if args.preset is not None:
             raise ValueError("--preset and --model do not go together: a preset is our model")
+        if args.gemm_probe is not None:
+            raise ValueError(
+                "--gemm-probe goes with a preset: a diffusers model has no analytic FLOP "
+                "count here to quote against the GEMM rate"
+            )
         if args.config is None:
             raise ValueError("--model needs --config CONFIG.json (the model class's arguments)")
     else:
@@ -66,6 +80,9 @@ def _check_args(args):
             if val is not None:
                 raise ValueError(f"{flag} goes with --model diffusers:CLASS")
         args.preset = DEFAULT_PRESET if args.preset is None else args.preset
+        args.gemm_probe = GEMM_PROBE_N if args.gemm_probe is None else args.gemm_probe
+        if isinstance(args.gemm_probe, bool) or args.gemm_probe < 0:
+            raise ValueError(f"--gemm-probe must be >= 0 (0: none), got {args.gemm_probe}")
         if args.preset not in PRESETS:
             raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {args.preset!r}")
     grid = parse_grid(args.grid, "--grid")
@@ -128,7 +145,7 @@ def run(args) -> int:
         print()
         print(
             text_table(
-                ["pattern", "measured ms", "95% CI ms", "sum of blocks ms", "error"],
+                ["pattern", "measured ms", "95% CI ms", "sum of blocks ms", "error", "of GEMM"],
                 [
                     [
                         r["pattern"],
@@ -136,16 +153,31 @@ def run(args) -> int:
                         f"{r['ci_low_ms']:.1f}-{r['ci_high_ms']:.1f}",
                         f"{r['predicted_ms']:.1f}",
                         f"{100 * r['prediction_error']:+.1f}%",
+                        _of_gemm(r),
                     ]
                     for r in result["models"]["models"]
                 ],
             )
         )
+        gemm = result["models"].get("gemm")
+        if gemm:
+            print(
+                f"of GEMM: the model's analytic GFLOP/s over an ({gemm['n']} x {gemm['n']}) "
+                f"fp32 GEMM through {args.backend}'s matmul timed in the same rounds "
+                f"({gemm['gflops']:.1f} GFLOP/s), median over rounds [95% CI]"
+            )
     if args.out is not None:
         from export.files import write_json
 
         print(f"wrote {write_json(args.out, result)}")
     return 0
+
+
+def _of_gemm(row: dict) -> str:
+    if row.get("fraction_of_gemm") is None:
+        return "-"
+    lo, hi = row["fraction_of_gemm_ci"]
+    return f"{100 * row['fraction_of_gemm']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
 
 
 def _preset_tables(args, grid, variants, patterns):
@@ -175,6 +207,7 @@ def _preset_tables(args, grid, variants, patterns):
             blocks=blocks,
             repeats=args.model_repeats,
             progress=progress,
+            gemm_probe_n=args.gemm_probe or None,
         )
     return result, args.preset
 
