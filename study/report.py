@@ -530,7 +530,7 @@ def _gemm_line(backend: str, table: dict) -> str | None:
     return (
         f"- {backend}: whole steps at {100 * lo['fraction_of_gemm']:.0f}-"
         f"{100 * hi['fraction_of_gemm']:.0f}% of the fp32 GEMM rate (analytic FLOPs over "
-        f"time; the rate of an ({g['n']} x {g['n']}) GEMM through {backend}'s own matmul, "
+        f"time; the rate of a ({g['n']} x {g['n']}) GEMM through {backend}'s own matmul, "
         f"timed in the same rounds: {g['gflops']:.0f} GFLOP/s); the lowest, "
         f"`{lo['pattern']}`, {100 * lo['fraction_of_gemm']:.0f}% [{100 * ci[0]:.0f}, "
         f"{100 * ci[1]:.0f}] (goal 80%)."

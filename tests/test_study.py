@@ -252,7 +252,7 @@ def test_validate_section_states_the_fractions_of_gemm():
     text = "\n".join(_validate_section(v, StudyConfig(target=b)))
     assert (
         "- torch-cpu: whole steps at 73-76% of the fp32 GEMM rate (analytic FLOPs over time; "
-        "the rate of an (2048 x 2048) GEMM through torch-cpu's own matmul, timed in the same "
+        "the rate of a (2048 x 2048) GEMM through torch-cpu's own matmul, timed in the same "
         "rounds: 313 GFLOP/s); the lowest, `S*2`, 73% [69, 75] (goal 80%)."
     ) in text
     v["whole_models"][b]["gemm"] = None

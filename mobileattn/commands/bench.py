@@ -81,7 +81,7 @@ def _check_args(args):
                 raise ValueError(f"{flag} goes with --model diffusers:CLASS")
         args.preset = DEFAULT_PRESET if args.preset is None else args.preset
         args.gemm_probe = GEMM_PROBE_N if args.gemm_probe is None else args.gemm_probe
-        if isinstance(args.gemm_probe, bool) or args.gemm_probe < 0:
+        if args.gemm_probe < 0:
             raise ValueError(f"--gemm-probe must be >= 0 (0: none), got {args.gemm_probe}")
         if args.preset not in PRESETS:
             raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {args.preset!r}")
@@ -162,7 +162,7 @@ def run(args) -> int:
         gemm = result["models"].get("gemm")
         if gemm:
             print(
-                f"of GEMM: the model's analytic GFLOP/s over an ({gemm['n']} x {gemm['n']}) "
+                f"of GEMM: the model's analytic GFLOP/s over a ({gemm['n']} x {gemm['n']}) "
                 f"fp32 GEMM through {args.backend}'s matmul timed in the same rounds "
                 f"({gemm['gflops']:.1f} GFLOP/s), median over rounds [95% CI]"
             )
