@@ -67,7 +67,7 @@ from bench.latency import (
     scaled_leave_one_out,
 )
 from bench.machine import GEMM_PROBE_N, gemm_rate, machine_info, ort_gemm_rate
-from bench.stats import error_text, rank_correlation, relative_error
+from bench.stats import error_text, gemm_cell, rank_correlation, relative_error
 from hybrid_dit import PRESETS, format_pattern, model_flops, parse_grid, reference_patterns
 
 RESULTS = Path(__file__).resolve().parent / "results" / "model-cpu.json"
@@ -457,13 +457,6 @@ def table(doc: dict) -> str:
     for backend, pr in doc["predictor"].items():
         lines.append(predictor_line(backend, pr))
     return "\n".join(lines)
-
-
-def gemm_cell(r: dict) -> str:
-    """A row's fraction of GEMM, with its interval where the GEMM was timed in its rounds."""
-    ci = r.get("fraction_of_gemm_ci")
-    text = f"{100 * r['fraction_of_gemm']:.0f}%"
-    return text + (f" [{100 * ci[0]:.0f}, {100 * ci[1]:.0f}]" if ci else "")
 
 
 def check_words(c: dict) -> str:

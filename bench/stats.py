@@ -222,6 +222,16 @@ def error_text(err: float | None, ci: Sequence[float] | None = None) -> str:
     return f"{100 * err:+.1f}%" + ("" if not ci else f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]")
 
 
+def gemm_cell(r: dict) -> str:
+    """A row's fraction of GEMM in percent ("76%"), with its interval where the GEMM was
+    timed in its rounds ("76% [73, 79]"); "-" where the row has none."""
+    if r.get("fraction_of_gemm") is None:
+        return "-"
+    ci = r.get("fraction_of_gemm_ci")
+    text = f"{100 * r['fraction_of_gemm']:.0f}%"
+    return text + (f" [{100 * ci[0]:.0f}, {100 * ci[1]:.0f}]" if ci else "")
+
+
 def relative_error(predicted: float, measured: float) -> float:
     return predicted / measured - 1 if measured else math.inf
 

@@ -8,7 +8,7 @@ import math
 import time
 from pathlib import Path
 
-from bench.stats import MIN_RANKED, error_text, speed_verdict
+from bench.stats import MIN_RANKED, error_text, gemm_cell, speed_verdict
 from export.files import write_text
 from study import plots
 from study.evaluate import mse_to_psnr
@@ -526,14 +526,12 @@ def _gemm_line(backend: str, table: dict) -> str | None:
         return None
     lo = min(rows, key=lambda m: m["fraction_of_gemm"])
     hi = max(rows, key=lambda m: m["fraction_of_gemm"])
-    ci = lo["fraction_of_gemm_ci"]
     return (
         f"- {backend}: whole steps at {100 * lo['fraction_of_gemm']:.0f}-"
         f"{100 * hi['fraction_of_gemm']:.0f}% of the fp32 GEMM rate (analytic FLOPs over "
         f"time; the rate of a ({g['n']} x {g['n']}) GEMM through {backend}'s own matmul, "
         f"timed in the same rounds: {g['gflops']:.0f} GFLOP/s); the lowest, "
-        f"`{lo['pattern']}`, {100 * lo['fraction_of_gemm']:.0f}% [{100 * ci[0]:.0f}, "
-        f"{100 * ci[1]:.0f}] (goal 80%)."
+        f"`{lo['pattern']}`, {gemm_cell(lo)} (goal 80%)."
     )
 
 

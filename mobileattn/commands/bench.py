@@ -115,6 +115,7 @@ def run(args) -> int:
         f"{title} at grid {args.grid} (N={blocks['N']}) on {args.backend}; "
         f"fp32 GEMM {result['gemm_gflops']:.1f} GFLOP/s measured in this run"
     )
+    from bench.stats import gemm_cell
     from bench.stats import ms_separated as separated
 
     soft = next((r for r in blocks["variants"] if r["variant"] == "softmax"), None)
@@ -153,7 +154,7 @@ def run(args) -> int:
                         f"{r['ci_low_ms']:.1f}-{r['ci_high_ms']:.1f}",
                         f"{r['predicted_ms']:.1f}",
                         f"{100 * r['prediction_error']:+.1f}%",
-                        _of_gemm(r),
+                        gemm_cell(r),
                     ]
                     for r in result["models"]["models"]
                 ],
@@ -171,13 +172,6 @@ def run(args) -> int:
 
         print(f"wrote {write_json(args.out, result)}")
     return 0
-
-
-def _of_gemm(row: dict) -> str:
-    if row.get("fraction_of_gemm") is None:
-        return "-"
-    lo, hi = row["fraction_of_gemm_ci"]
-    return f"{100 * row['fraction_of_gemm']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
 
 
 def _preset_tables(args, grid, variants, patterns):
