@@ -7,8 +7,16 @@ rounds, and the multiple is the median over rounds of each round's own ratio, wi
 interval) and the multiple of the serial floor (GEMM time plus the minimum traffic at the
 copy bandwidth measured before the rounds).
 
+With `bounds`, each linear variant also gets a row for its two GEMMs alone (impl
+`gemms_alone`, marked `bound`): the batched matmuls of the padded-state form run on features
+and a key state computed before the rounds, so no feature map, key sum or division is
+timed. No implementation of the matmul form through torch's batched GEMM can beat it; its
+multiple of the GEMM floor is how much of a goal such as "within 2x of the GEMM floor" the
+GEMMs spend at these shapes before any elementwise work.
+
     python -m bench.zoo_cpu                   # every variant at DEFAULT_GRIDS
     python -m bench.zoo_cpu --grids 3x23x40 --repeats 21 --out bench/results/zoo-cpu.json
+    python -m bench.zoo_cpu --grids 3x23x40 --variants relu_linear --bounds
 """
 
 from __future__ import annotations
@@ -38,6 +46,26 @@ DEFAULT_GRIDS = ((4, 8, 8), (4, 16, 16), (3, 23, 40))
 # The GEMM probe's name among a grid's candidates (not a variant/impl pair).
 GEMM_KEY = "__gemm__"
 IMPLS = ("fast", "reference")
+# The impl name of a linear variant's bound row (its two GEMMs alone).
+BOUND_IMPL = "gemms_alone"
+
+
+def linear_gemms(var, q, k, v, **opts):
+    """A linear variant's two batched GEMMs of the padded-state form, with everything else
+    computed once here: returns gemms() -> (B, H, Nq, Dv + 1), the numerator and (last
+    column) the denominator before eps, from phi_k^T v (F x Dv) and phi_q [kv, z].
+    The features come from the variant's own feature map (fp32, contiguous)."""
+    o = var.resolve_opts(q, k, opts)
+    o.pop("eps")
+    phi_q, phi_k = (x.contiguous() for x in var.feature_fn(q, k, **o))
+    z = phi_k.sum(dim=-2).unsqueeze(-1)  # (B, H, F, 1)
+    state = torch.cat([phi_k.transpose(-1, -2) @ v, z], dim=-1)  # (B, H, F, Dv + 1)
+
+    def gemms():
+        phi_k.transpose(-1, -2) @ v  # the key state's GEMM, timed; its value is `state`'s
+        return phi_q @ state
+
+    return gemms
 
 
 def compare_implementations(
@@ -51,11 +79,13 @@ def compare_implementations(
     peers: bool = True,
     progress: bool = True,
     measure=None,
+    bounds: bool = False,
 ) -> dict:
     """Times every variant's `impls` (and its peers) in fp32 on the CPU at each grid, all
     candidates of a grid interleaved in `repeats` rounds. Returns a JSON-able dict with
     machine info, the GEMM rate measured in the rounds (bench.machine.gemm_probe) and one
-    row per (variant, implementation, grid).
+    row per (variant, implementation, grid); with `bounds`, also one `gemms_alone` row per
+    linear variant and grid (linear_gemms).
     `measure(stage, key, fn) -> (value, cached)` may wrap each grid's timing (the study's
     cache)."""
     names = list(az.VARIANTS) if variants is None else [az.get(v).name for v in variants]
@@ -79,6 +109,14 @@ def compare_implementations(
                         return fn(q, k, v, **opts)
 
                 cands[name, impl] = call
+            if bounds and var.kind == "linear" and var.feature_fn is not None:
+                gemms = linear_gemms(var, q, k, v, **opts)
+
+                def call_bound(gemms=gemms):
+                    with torch.inference_mode():
+                        return gemms()
+
+                cands[name, BOUND_IMPL] = call_bound
         key = {
             "variants": names,
             "impls": list(impls),
@@ -92,6 +130,8 @@ def compare_implementations(
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
         }
+        if bounds:  # keys without bounds stay as they were
+            key["bounds"] = BOUND_IMPL
 
         def run(cands=cands):
             # the roofline's scales measured with the timings, so a cached entry carries
@@ -127,7 +167,8 @@ def compare_implementations(
                 {
                     "variant": name,
                     "impl": impl,
-                    "peer": impl not in var.impls(),
+                    "peer": impl not in var.impls() and impl != BOUND_IMPL,
+                    "bound": impl == BOUND_IMPL,
                     "kind": var.kind,
                     "grid": list(grid),
                     "N": n,
@@ -154,6 +195,10 @@ def compare_implementations(
     }
 
 
+def _tag(r: dict) -> str:
+    return " (peer)" if r["peer"] else " (bound)" if r.get("bound") else ""
+
+
 def table(res: dict) -> str:
     """The rows as a markdown table: median [95% CI], the multiple of the GEMM floor (median
     of the per-round ratios [95% CI]) and of the serial floor (the GEMM floor plus the time
@@ -171,7 +216,7 @@ def table(res: dict) -> str:
     ]
     for r in res["rows"]:
         lines.append(
-            f"| {r['N']} | {r['variant']} | {r['impl']}{' (peer)' if r['peer'] else ''} | "
+            f"| {r['N']} | {r['variant']} | {r['impl']}{_tag(r)} | "
             f"{r['median_ms']:.2f} [{r['ci_low_ms']:.2f}, {r['ci_high_ms']:.2f}] | "
             f"{r['of_gemm_floor']:.2f} [{r['of_gemm_floor_ci'][0]:.2f}, "
             f"{r['of_gemm_floor_ci'][1]:.2f}] | {r['of_serial_floor']:.2f} |"
@@ -195,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default=None, help="comma-separated (default: all)")
     p.add_argument("--repeats", type=int, default=7, help="interleaved rounds per grid")
     p.add_argument("--out", type=Path, default=None, help="also write the result as JSON")
+    p.add_argument(
+        "--bounds",
+        action="store_true",
+        help="also time each linear variant's two GEMMs alone (rows 'gemms_alone (bound)')",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = p.parse_args(argv)
     from bench.machine import keep_freed_memory
@@ -212,7 +262,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(e.args[0]))
     load_before = os.getloadavg()
     res = compare_implementations(
-        grids=grids, variants=variants, repeats=args.repeats, progress=not args.no_progress
+        grids=grids,
+        variants=variants,
+        repeats=args.repeats,
+        progress=not args.no_progress,
+        bounds=args.bounds,
     )
     res["load_average_before"], res["load_average_after"] = list(load_before), list(os.getloadavg())
     print(table(res))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import attention_zoo as az
 from mobileattn.cli import build_parser, main
@@ -122,6 +123,44 @@ def test_zoo_cpu_command_writes_its_table(tmp_path, capsys):
     }
     assert all(r["N"] == 6 for r in doc["rows"]) and len(doc["load_average_before"]) == 3
     assert printed.count("| 6 | relu_linear |") == 3
+
+
+def test_zoo_cpu_bounds_are_the_two_gemms_of_each_linear_variant(capsys):
+    """--bounds adds one 'gemms_alone' row per linear variant (none for softmax), marked
+    as a bound and not a peer, with the variant's own FLOP count; and what it times are the
+    GEMMs of the padded-state form: its numerator over its denominator plus eps is the
+    variant's output (float64 here, so the comparison is tight)."""
+    from bench.zoo_cpu import BOUND_IMPL, compare_implementations, linear_gemms
+    from bench.zoo_cpu import main as zoo_main
+
+    res = compare_implementations(
+        grids=((2, 2, 3),), heads=2, head_dim=8, repeats=1, peers=False, progress=False,
+        variants=["relu_linear", "performer", "softmax"], bounds=True,
+    )  # fmt: skip
+    rows = {(r["variant"], r["impl"]): r for r in res["rows"]}
+    assert set(rows) == {(v, i) for v in ("relu_linear", "performer", "softmax")
+                         for i in ("fast", "reference")} | {
+        ("relu_linear", BOUND_IMPL), ("performer", BOUND_IMPL)}  # fmt: skip
+    for v in ("relu_linear", "performer"):
+        b = rows[v, BOUND_IMPL]
+        assert b["bound"] and not b["peer"] and b["flops"] == rows[v, "fast"]["flops"]
+        assert b["median_ms"] > 0 and b["of_gemm_floor"] > 0
+    assert not any(r["bound"] for (_, i), r in rows.items() if i != BOUND_IMPL)
+
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, 2, 12, 8, generator=gen, dtype=torch.float64) for _ in range(3))
+    for name, var in az.VARIANTS.items():
+        if var.kind != "linear":
+            continue
+        out = linear_gemms(var, q, k, v)()
+        eps = var.defaults["eps"]
+        got = out[..., :-1] / (out[..., -1:] + eps)
+        torch.testing.assert_close(got, var.reference(q, k, v), rtol=1e-10, atol=1e-12,
+                                   msg=lambda m, name=name: f"{name}: {m}")  # fmt: skip
+
+    assert zoo_main(["--grids", "1x2x3", "--variants", "relu_linear", "--repeats", "1",
+                     "--bounds", "--no-progress"]) == 0  # fmt: skip
+    assert "| 6 | relu_linear | gemms_alone (bound) |" in capsys.readouterr().out
 
 
 def test_tables_align():
