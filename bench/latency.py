@@ -4,7 +4,8 @@ rate measured in the same run.
 
 What a user would ship is what is timed: the zoo's fastest exact implementation on each
 backend (`impl="auto"`: SDPA and matmul forms on CPU, Triton on CUDA), onnxruntime through
-the one session helper (export.onnx.session: threads matched to torch, spinning off).
+the one session helper (export.onnx.session: threads matched to torch, spinning off), on
+graphs whose softmax attention is onnxruntime's MultiHeadAttention (ORT_ATTENTION).
 
 Every block of a preset has the same shape, so one block per variant stands for every
 block index. It is timed inside a stack of `stack` blocks of that variant (distinct
@@ -73,6 +74,12 @@ BACKENDS = ("torch-cpu", "onnxruntime-cpu", "cuda")
 # pattern on the first run and allocates it on the next), so a session run once untimed was
 # timed before its steady state.
 ORT_WARM_RUNS = 2
+# How the graphs timed on onnxruntime spell softmax attention (export.onnx.to_onnx's
+# `attention`): onnxruntime's com.microsoft.MultiHeadAttention, the fastest form there.
+# `python -m bench.onnx_softmax --repeats 41` (two mobilei2v softmax blocks at 3x23x40, 2-core
+# Xeon): 1506 ms [1474, 1528] vs 1608 [1583, 1657] for the default MatMul-Softmax-MatMul
+# export and 1557 [1487, 1648] for opset 23's Attention node (bench/results/onnx-softmax.json).
+ORT_ATTENTION = "onnxruntime"
 # model_table's names for the block stacks it times beside the whole models (same_rounds)
 BLOCK_PREFIX = "block:"
 # model_table's name for the GEMM probe it times beside the whole models (gemm_probe_n)
@@ -214,7 +221,7 @@ def make_runner(
     os.close(fd)
     path = Path(name)
     # weights in a file beside the graph: a 1 GB protobuf takes seconds more to write
-    to_onnx(module, inputs, path, external_data=True)
+    to_onnx(module, inputs, path, external_data=True, attention=ORT_ATTENTION)
     feed = dict(zip(input_names(module, len(inputs)), (i.numpy() for i in inputs), strict=True))
 
     def load():
@@ -257,6 +264,7 @@ def runtime_info(backend: str) -> dict:
             allow_spinning=0,
             graph_optimization=GRAPH_OPTIMIZATION,
             shared_arena=True,
+            attention=ORT_ATTENTION,
         )
     return info
 

@@ -33,6 +33,15 @@ SLICES_SPLIT = "SlicesSplit"
 GRAPH_OPTIMIZATION = "ORT_ENABLE_ALL"
 
 
+# How an exported graph spells softmax attention (torch's scaled_dot_product_attention):
+# "onnx", the exporter's own form, which every ONNX runtime reads (below opset 23 MatMul,
+# Softmax, MatMul; at 23 one Attention node); "onnxruntime", onnxruntime's contrib op
+# com.microsoft.MultiHeadAttention, which has a CPU kernel of its own and which only
+# onnxruntime reads (bench.onnx_softmax times the forms against each other).
+ATTENTION_FORMS = ("onnx", "onnxruntime")
+ORT_DOMAIN = "com.microsoft"
+
+
 # Session config entry: the session takes its CPU memory from the process-wide arena
 # registered with onnxruntime's environment (share_arena) rather than from an arena of its
 # own.
@@ -114,6 +123,77 @@ def _config_entry(opts, key: str) -> str | None:
         return opts.get_session_config_entry(key)
     except RuntimeError:
         return None
+
+
+def _ort_mha_op():
+    """onnxscript's handle on com.microsoft.MultiHeadAttention (version 1). onnxscript
+    builds a node only from a registered schema and onnx ships none for onnxruntime's
+    contrib ops, so the inputs and attributes used here (query, key, value; num_heads,
+    scale) are registered with onnx's schema registry once per process, where no schema
+    of that name is registered yet."""
+    from onnx import defs
+    from onnxscript.values import Opset
+
+    if not defs.has("MultiHeadAttention", ORT_DOMAIN):
+        param = defs.OpSchema.FormalParameter
+        attr = defs.OpSchema.Attribute
+        defs.register_schema(
+            defs.OpSchema(
+                "MultiHeadAttention",
+                ORT_DOMAIN,
+                1,
+                inputs=[param("query", "T"), param("key", "T"), param("value", "T")],
+                outputs=[param("output", "T")],
+                type_constraints=[("T", ["tensor(float)"], "")],
+                attributes=[
+                    attr("num_heads", defs.OpSchema.AttrType.INT, "", required=True),
+                    attr("scale", defs.OpSchema.AttrType.FLOAT, "", required=False),
+                ],
+            )
+        )
+    return Opset(ORT_DOMAIN, 1).MultiHeadAttention
+
+
+def sdpa_as_ort_mha(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
+                    scale=None, enable_gqa=False):  # fmt: skip
+    """The exporter's translation of aten.scaled_dot_product_attention for
+    attention="onnxruntime": (B, H, N, D) query, key and value packed to (B, N, H * D), one
+    com.microsoft.MultiHeadAttention node, and back. The zoo's fast paths transpose
+    (B, N, H, D) projections to (B, H, N, D) before SDPA, so the packing Transposes cancel
+    against theirs when the graph is optimised. A call that op does not compute as SDPA
+    would (a mask, dropout, causal, fewer key heads than query heads, a dynamic shape)
+    gets the exporter's own translation instead (onnxscript's torch_lib), so the graph is
+    right either way."""
+    import math
+
+    from onnxscript import opset18 as op
+
+    shapes = [tuple(t.shape) if t.shape is not None else None for t in (query, key, value)]
+    static = all(
+        s is not None and len(s) == 4 and all(isinstance(d, int) for d in s) for s in shapes
+    )
+    if (
+        attn_mask is not None
+        or dropout_p != 0
+        or is_causal
+        or not static
+        or not shapes[0][1] == shapes[1][1] == shapes[2][1]
+    ):
+        from onnxscript.function_libs.torch_lib.ops.nn import aten_scaled_dot_product_attention
+
+        return aten_scaled_dot_product_attention(
+            query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa
+        )
+    heads, head_dim = shapes[0][1], shapes[0][3]
+    scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
+    packed_shape = op.Constant(value_ints=[0, 0, -1])
+
+    def packed(x):  # (B, H, N, D) -> (B, N, H * D)
+        return op.Reshape(op.Transpose(x, perm=[0, 2, 1, 3]), packed_shape)
+
+    out = _ort_mha_op()(packed(query), packed(key), packed(value), num_heads=heads, scale=scale)
+    out = op.Reshape(out, op.Constant(value_ints=[0, 0, heads, -1]))  # (B, N, H, Dv)
+    return op.Transpose(out, perm=[0, 2, 1, 3])
 
 
 def input_names(model: nn.Module, count: int) -> list[str]:
@@ -260,6 +340,7 @@ def to_onnx(
     opset: int | None = None,
     *,
     external_data: bool | None = None,
+    attention: str = "onnx",
 ) -> Path:
     """Exports `model` to ONNX with static shapes taken from `example_inputs`.
 
@@ -272,12 +353,21 @@ def to_onnx(
         external_data: put the weights in a file beside the model, referenced by its bare
             name (`<path>.data`): True, False, or None for "when the model would pass
             protobuf's 2 GB limit".
+        attention: how softmax attention (SDPA) is spelled, one of ATTENTION_FORMS:
+            "onnx" (default), the exporter's own standard ops, or "onnxruntime", one
+            com.microsoft.MultiHeadAttention node per SDPA call that op computes, which
+            only onnxruntime runs (sdpa_as_ort_mha).
     Returns:
         The written path.
     """
     example_inputs, path, opset = _check_args(model, example_inputs, path, opset)
     if external_data is not None and not isinstance(external_data, bool):
         raise TypeError(f"external_data must be a bool or None, got {external_data!r}")
+    if attention not in ATTENTION_FORMS:
+        raise ValueError(f"attention must be one of {ATTENTION_FORMS}, got {attention!r}")
+    table = None
+    if attention == "onnxruntime":
+        table = {torch.ops.aten.scaled_dot_product_attention.default: sdpa_as_ort_mha}
     names = input_names(model, len(example_inputs))
     was_training = model.training
     model.eval()
@@ -291,6 +381,7 @@ def to_onnx(
                 input_names=names,
                 output_names=["output"],
                 opset_version=opset,
+                custom_translation_table=table,
                 verbose=False,
             )
     except Exception as e:

@@ -340,3 +340,107 @@ def test_no_code_makes_an_onnxruntime_session_but_the_helper():
             if "InferenceSession(" in f.read_text():
                 offenders.append(str(f.relative_to(root)))
     assert not offenders, offenders
+
+
+class _Sdpa(torch.nn.Module):
+    def __init__(self, **opts):
+        super().__init__()
+        self.opts = opts
+
+    def forward(self, q, k, v):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, **self.opts)
+
+
+def test_onnxruntime_attention_form_is_one_multiheadattention_node_held_to_the_rule(tmp_path):
+    """to_onnx(attention="onnxruntime"): SDPA becomes com.microsoft.MultiHeadAttention, no
+    Softmax left, and onnxruntime's result is held to the FlashAttention rule: its error
+    against the float64 reference at most 2x that of plain PyTorch in fp32."""
+    gen = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(2, 3, 40, 8, generator=gen) for _ in range(3))
+    path = to_onnx(_Sdpa(scale=0.3), (q, k, v), tmp_path / "mha.onnx", attention="onnxruntime")
+    proto = onnx.load(str(path))
+    mha = [n for n in proto.graph.node if n.op_type == "MultiHeadAttention"]
+    assert len(mha) == 1 and mha[0].domain == "com.microsoft"
+    assert "Softmax" not in _op_types(proto)
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in mha[0].attribute}
+    assert attrs["num_heads"] == 3 and attrs["scale"] == pytest.approx(0.3)
+    (out,) = session(path).run(None, {"q": q.numpy(), "k": k.numpy(), "v": v.numpy()})
+    softmax = az.get("softmax")
+    ref = softmax.reference(q.double(), k.double(), v.double(), scale=0.3)
+    plain = (softmax.reference(q, k, v, scale=0.3).double() - ref).abs().max()
+    assert (torch.from_numpy(out).double() - ref).abs().max() <= 2 * plain
+
+
+def test_onnxruntime_attention_form_in_a_model_matches_torch_and_drops_transposes(tmp_path):
+    """In the DiT (softmax and per-frame softmax blocks) the form runs under onnxruntime
+    like PyTorch, and onnxruntime's graph needs fewer Transposes than the default form's."""
+    model = tiny_model("softmax,softmax_frame")
+    args = example(model, 2, 3, 4)
+    ops = {}
+    for form in ("onnx", "onnxruntime"):
+        path = to_onnx(model, args, tmp_path / f"{form}.onnx", attention=form)
+        proto = onnx.load(str(path))
+        ops[form] = [n.op_type for n in proto.graph.node]
+        sess = session(path)
+        feeds = {i.name: a.numpy() for i, a in zip(sess.get_inputs(), args, strict=True)}
+        with torch.no_grad():
+            assert rel_err(sess.run(None, feeds)[0], model(*args).numpy()) < 1e-4, form
+    assert ops["onnxruntime"].count("MultiHeadAttention") == 2
+    assert "MultiHeadAttention" not in ops["onnx"] and "Softmax" in ops["onnx"]
+    assert ops["onnxruntime"].count("Transpose") < ops["onnx"].count("Transpose")
+
+
+def _fallback_case(case: str, gen):
+    """(module, inputs) of an SDPA call MultiHeadAttention cannot compute as SDPA would."""
+    q = torch.randn(1, 2, 6, 4, generator=gen)
+    kv_heads, kv_len = (1, 5) if case == "gqa" else (2, 6 if case == "causal" else 5)
+    k, v = (torch.randn(1, kv_heads, kv_len, 4, generator=gen) for _ in range(2))
+    if case == "causal":
+        return _Sdpa(is_causal=True), (q, k, v)
+    if case == "gqa":
+        return _Sdpa(enable_gqa=True), (q, k, v)
+    mask = torch.rand(6, 5, generator=gen) > 0.3 if case == "bool-mask" else torch.randn(6, 5)
+    return _SdpaMasked(), (q, k, v, mask)
+
+
+@pytest.mark.parametrize("case", ["causal", "bool-mask", "float-mask", "gqa"])
+def test_onnxruntime_attention_form_falls_back_where_its_op_does_not_apply(tmp_path, case):
+    """SDPA calls MultiHeadAttention cannot compute as SDPA would (a mask, causal, fewer
+    key heads) keep the exporter's own form, and run like PyTorch; a bad form is refused."""
+    module, args = _fallback_case(case, torch.Generator().manual_seed(6))
+    path = to_onnx(module, args, tmp_path / "m.onnx", attention="onnxruntime")
+    ops = _op_types(onnx.load(str(path)))
+    assert "MultiHeadAttention" not in ops and "Softmax" in ops
+    sess = session(path)
+    feeds = {i.name: a.numpy() for i, a in zip(sess.get_inputs(), args, strict=True)}
+    with torch.no_grad():
+        assert rel_err(sess.run(None, feeds)[0], module(*args).numpy()) < 1e-5
+    with pytest.raises(ValueError, match=r"attention must be one of \('onnx', 'onnxruntime'\)"):
+        to_onnx(module, args, tmp_path / "n.onnx", attention="ort")
+
+
+class _SdpaMasked(torch.nn.Module):
+    def __init__(self, **opts):
+        super().__init__()
+        self.opts = opts
+
+    def forward(self, q, k, v, mask):
+        return torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, **self.opts
+        )
+
+
+def test_onnxruntime_latency_tables_time_the_multiheadattention_form(tmp_path):
+    """bench.latency exports what it times on onnxruntime with ORT_ATTENTION, the form that
+    measured fastest there (bench.onnx_softmax), and its runtime info says so."""
+    from bench.latency import ORT_ATTENTION, make_runner, runtime_info
+
+    assert ORT_ATTENTION == "onnxruntime"
+    model = tiny_model("softmax")
+    args = example(model, 2, 3, 4)
+    run = make_runner(model, args, "onnxruntime-cpu", tmp_path)
+    (path,) = tmp_path.glob("*.onnx")
+    assert "MultiHeadAttention" in _op_types(onnx.load(str(path)))
+    with torch.no_grad():
+        assert rel_err(run()[0], model(*args).numpy()) < 1e-4
+    assert runtime_info("onnxruntime-cpu")["attention"] == ORT_ATTENTION
