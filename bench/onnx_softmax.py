@@ -9,7 +9,8 @@ which only onnxruntime reads).
 
 All exported from the same blocks (the zoo's fast path, SDPA), run through
 export.onnx.session, timed interleaved; parity against torch checked; each form's verdict
-against the default export follows the intervals. Writes bench/results/onnx-softmax.json
+against the default export follows the intervals, and the per-round ratio to it (the median
+of each round's own ratio, with its interval) is given too. Writes bench/results/onnx-softmax.json
 atomically.
 """
 
@@ -39,7 +40,7 @@ def run(grid=(3, 23, 40), forms=tuple(FORMS), repeats: int = 9, stack: int = 2) 
 
     from bench.latency import Blocks, runtime_info
     from bench.machine import machine_info, time_interleaved
-    from bench.stats import ms_row, speed_verdict
+    from bench.stats import ms_row, paired_ratio, speed_verdict
     from export.onnx import session, to_onnx
     from hybrid_dit import PRESETS
     from hybrid_dit.model import DiTBlock, rope_tables
@@ -92,6 +93,10 @@ def run(grid=(3, 23, 40), forms=tuple(FORMS), repeats: int = 9, stack: int = 2) 
         "load_average": os.getloadavg()[0],
         "rows": rows,
         "verdicts": {k: speed_verdict(rows[k], rows[base], k, base) for k in forms[1:]},
+        # time over the default's time in the same round: median over rounds [95% CI]
+        "paired_ratio_to_default": {
+            k: paired_ratio(times[k]["times"], times[base]["times"]) for k in forms[1:]
+        },
     }
 
 
@@ -119,8 +124,9 @@ def main(argv=None) -> int:
             f"{k}: {r['median_ms']:.1f} ms {ci}, attention node: {r['attention_node']}, "
             f"rel err {r['rel_err_vs_torch']:.2e}"
         )
-    for v in res["verdicts"].values():
-        print(v)
+    for k, v in res["verdicts"].items():
+        pr = res["paired_ratio_to_default"][k]
+        print(f"{v}; per round {pr['median']:.3f}x [{pr['ci_low']:.3f}, {pr['ci_high']:.3f}]")
     return 0
 
 
