@@ -76,9 +76,10 @@ BACKENDS = ("torch-cpu", "onnxruntime-cpu", "cuda")
 ORT_WARM_RUNS = 2
 # How the graphs timed on onnxruntime spell softmax attention (export.onnx.to_onnx's
 # `attention`): onnxruntime's com.microsoft.MultiHeadAttention, the fastest form there.
-# `python -m bench.onnx_softmax --repeats 41` (two mobilei2v softmax blocks at 3x23x40, 2-core
-# Xeon): 1506 ms [1474, 1528] vs 1608 [1583, 1657] for the default MatMul-Softmax-MatMul
-# export and 1557 [1487, 1648] for opset 23's Attention node (bench/results/onnx-softmax.json).
+# `python -m bench.onnx_softmax --repeats 41` at da97f0c (two mobilei2v softmax blocks at
+# 3x23x40, 2-core Xeon, bench/results/onnx-softmax.json): 1051 ms [1038, 1087] vs 1136
+# [1112, 1188] for the default MatMul-Softmax-MatMul export (per round 0.911x [0.892,
+# 0.941]) and 1137 [1120, 1216] for opset 23's Attention node.
 ORT_ATTENTION = "onnxruntime"
 # model_table's names for the block stacks it times beside the whole models (same_rounds)
 BLOCK_PREFIX = "block:"
