@@ -14,6 +14,13 @@ from study import plots
 from study.evaluate import mse_to_psnr
 from study.tables import markdown_table
 
+# How a block table's onnxruntime graphs spell softmax attention (its runtime's `attention`,
+# export.onnx.ATTENTION_FORMS), in the report's words.
+ATTENTION_WORDS = {
+    "onnx": "the exporter's standard ops",
+    "onnxruntime": "com.microsoft.MultiHeadAttention",
+}
+
 
 def _pattern(names) -> str:
     from hybrid_dit import format_pattern
@@ -195,6 +202,7 @@ def _latency_section(lat) -> list[str]:
             + (
                 f", onnxruntime {rt['onnxruntime']}, intra-op {rt['intra_op_threads']}, inter-op "
                 f"{rt['inter_op_threads']}, spinning off, {rt['graph_optimization']}"
+                + (f", softmax as {ATTENTION_WORDS[rt['attention']]}" if "attention" in rt else "")
                 if "onnxruntime" in rt
                 else ""
             )

@@ -101,6 +101,8 @@ def test_micro_study_end_to_end(tmp_path, micro_teacher):
         p["latency_ms"] <= rec["latency_ms"] and p["quality"] <= rec["quality"] for p in s["front"]
     )
     assert set(s["by_backend"]) == {"torch-cpu", "onnxruntime-cpu"}
+    # the report names the form of softmax attention onnxruntime was timed on
+    assert "spinning off, ORT_ENABLE_ALL, softmax as com.microsoft.MultiHeadAttention)" in report
     assert all("steps" in p for p in s["front"])
     val = study.tables["validate"]
     chosen = [r for r in val["configs"] if r["chosen"]]
