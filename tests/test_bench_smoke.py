@@ -33,3 +33,19 @@ def test_zoo_bench_smoke():
     for name, peers in PEERS.items():  # the peers sit in the same groups, checked alike
         for peer in peers:
             assert (name, peer) in passed, f"peer {name}/{peer} did not pass:\n{out[-4000:]}"
+
+
+def test_onnx_softmax_forms_run_and_name_their_attention_nodes():
+    """bench.onnx_softmax at a tiny grid, one round: each form exports, runs like torch and
+    names its attention node; verdicts and per-round ratios are against the default."""
+    from bench.onnx_softmax import FORMS, run
+
+    res = run(grid=(1, 2, 3), repeats=1, stack=1)
+    rows = res["rows"]
+    assert list(rows) == list(FORMS)
+    nodes = {k: r["attention_node"] for k, r in rows.items()}
+    assert nodes == {"opset 20": None, "opset 23": "Attention",
+                     "MultiHeadAttention": "MultiHeadAttention"}  # fmt: skip
+    assert all(r["rel_err_vs_torch"] < 1e-5 and r["median_ms"] > 0 for r in rows.values())
+    assert set(res["verdicts"]) == set(res["paired_ratio_to_default"]) == set(list(FORMS)[1:])
+    assert "attention" not in res["runtime"]  # each row names its own form
