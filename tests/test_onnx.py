@@ -399,7 +399,8 @@ def _fallback_case(case: str, gen):
         return _Sdpa(is_causal=True), (q, k, v)
     if case == "gqa":
         return _Sdpa(enable_gqa=True), (q, k, v)
-    mask = torch.rand(6, 5, generator=gen) > 0.3 if case == "bool-mask" else torch.randn(6, 5)
+    bool_mask = case == "bool-mask"
+    mask = torch.rand(6, 5, generator=gen) > 0.3 if bool_mask else torch.randn(6, 5, generator=gen)
     return _SdpaMasked(), (q, k, v, mask)
 
 
