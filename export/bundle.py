@@ -46,18 +46,20 @@ def errors(out: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     }
 
 
-def onnx_stage(model, inputs, out_dir: Path, opset, ref: np.ndarray, timer=None) -> dict:
+def onnx_stage(model, inputs, out_dir: Path, opset, ref: np.ndarray, timer=None,
+               attention: str = "onnx") -> dict:  # fmt: skip
     """model -> out_dir/model.onnx, run once under onnxruntime (export.onnx.session) and
     compared with `ref` (the PyTorch output). `timer(fn) -> {"median": s, ...}` (e.g.
-    bench.machine.time_fn), when given, times the session too."""
+    bench.machine.time_fn), when given, times the session too. `attention`: the graph's
+    form of softmax attention (export.onnx.to_onnx)."""
     from export.onnx import session, session_options, to_onnx
 
-    path = to_onnx(model, inputs, out_dir / FILES["onnx"], opset=opset)
+    path = to_onnx(model, inputs, out_dir / FILES["onnx"], opset=opset, attention=attention)
     sess = session(path)
     feeds = {i.name: a.numpy() for i, a in zip(sess.get_inputs(), inputs, strict=True)}
     (out,) = sess.run(None, feeds)
     err = errors(out, ref)
-    res = {"path": str(path), **err, "ok": err["rel"] < ONNX_TOLERANCE}
+    res = {"path": str(path), "attention": attention, **err, "ok": err["rel"] < ONNX_TOLERANCE}
     res["session"] = session_options(sess)
     if timer is not None:
         res["ort_median_s"] = timer(lambda: sess.run(None, feeds))["median"]
@@ -212,6 +214,7 @@ def write_bundle(
     coreml: bool = True,
     clip: bool = True,
     timer=None,
+    onnx_attention: str = "onnx",
 ) -> dict:
     """The export bundle of `model` in `folder` (see the module docstring).
 
@@ -229,6 +232,9 @@ def write_bundle(
         timer: timer(fn) -> {"median": s, ...} (e.g. bench.machine.time_fn) to time the
             onnxruntime session too; None: no latency in the bundle (export writes files
             and checks them; timing belongs to bench).
+        onnx_attention: how model.onnx spells softmax attention (export.onnx.to_onnx's
+            `attention`): "onnx", standard ops any runtime reads (default), or
+            "onnxruntime", onnxruntime's MultiHeadAttention op, for onnxruntime alone.
     Returns what bundle.json holds (JSON-ready): "onnx", "coreml", "host" and more.
     """
     from export.files import write_json
@@ -253,7 +259,8 @@ def write_bundle(
     res = {"format": host.FORMAT, "config": cfg.to_dict(), "grid": list(grid), "steps": steps}
     res["files"] = dict(FILES)
     _log(progress, "ONNX: exporting the whole model and checking it under onnxruntime ...")
-    res["onnx"] = onnx_stage(model, inputs, folder, opset, ref, timer=timer)
+    res["onnx"] = onnx_stage(model, inputs, folder, opset, ref, timer=timer,
+                             attention=onnx_attention)  # fmt: skip
     dtype = "float16" if precision == "fp16" else "float32"
     res["host"] = step_spec(cfg, grid, inputs[0].shape[0], dtype, steps).to_dict()
     if coreml:

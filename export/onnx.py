@@ -39,6 +39,11 @@ GRAPH_OPTIMIZATION = "ORT_ENABLE_ALL"
 # com.microsoft.MultiHeadAttention, which has a CPU kernel of its own and which only
 # onnxruntime reads (bench.onnx_softmax times the forms against each other).
 ATTENTION_FORMS = ("onnx", "onnxruntime")
+# Each form in words, for reports and the command line.
+ATTENTION_WORDS = {
+    "onnx": "the exporter's standard ops",
+    "onnxruntime": "com.microsoft.MultiHeadAttention",
+}
 ORT_DOMAIN = "com.microsoft"
 
 

@@ -10,16 +10,10 @@ from pathlib import Path
 
 from bench.stats import MIN_RANKED, error_text, gemm_cell, speed_verdict
 from export.files import write_text
+from export.onnx import ATTENTION_WORDS
 from study import plots
 from study.evaluate import mse_to_psnr
 from study.tables import markdown_table
-
-# How a block table's onnxruntime graphs spell softmax attention (its runtime's `attention`,
-# export.onnx.ATTENTION_FORMS), in the report's words.
-ATTENTION_WORDS = {
-    "onnx": "the exporter's standard ops",
-    "onnxruntime": "com.microsoft.MultiHeadAttention",
-}
 
 
 def _pattern(names) -> str:

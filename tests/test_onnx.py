@@ -3,6 +3,7 @@ inputs are named and ordered like the forward's arguments, files are written ato
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -116,6 +117,25 @@ def test_export_command_writes_onnx_and_reports_parity(tmp_path, capsys):
     assert (out / "model.onnx").is_file() and (out / "export.json").is_file()
     assert "onnxruntime vs torch (fp32)" in text and ": ok" in text
     assert "Core ML: skipped (--no-coreml)" in text
+
+
+def test_export_command_writes_the_onnxruntime_form_on_request(tmp_path, capsys):
+    """--onnx-attention onnxruntime: model.onnx carries MultiHeadAttention, still matches
+    torch under onnxruntime, and the bundle records the form; an unknown form is refused."""
+    from mobileattn.cli import main
+
+    out = tmp_path / "exp"
+    argv = ["export", "--preset", "tiny", "--attention", "S,L", "--grid", "2x3x5", "--no-coreml"]
+    code = main([*argv, "--out", str(out), "--repeats", "1", "--onnx-attention", "onnxruntime"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "(softmax attention as com.microsoft.MultiHeadAttention)" in text and ": ok" in text
+    assert "MultiHeadAttention" in _op_types(onnx.load(str(out / "model.onnx")))
+    doc = json.loads((out / "bundle.json").read_text())
+    assert doc["onnx"]["attention"] == "onnxruntime" and doc["onnx"]["ok"]
+    with pytest.raises(SystemExit):
+        main([*argv, "--out", str(tmp_path / "x"), "--onnx-attention", "ort"])
+    assert "--onnx-attention: invalid choice: 'ort'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

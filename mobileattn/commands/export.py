@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from export.onnx import ATTENTION_FORMS, ATTENTION_WORDS
 from hybrid_dit import PRESETS, DiTConfig, HybridDiT, example_inputs, format_pattern, parse_grid
 
 
@@ -32,6 +33,14 @@ def add_parser(sub) -> None:
     p.add_argument("--weights", type=Path, default=None, help=".safetensors state dict")
     p.add_argument("--seed", type=int, default=0, help="seed of the random init and inputs")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: exporter's)")
+    p.add_argument(
+        "--onnx-attention",
+        choices=ATTENTION_FORMS,
+        default="onnx",
+        help="softmax attention in model.onnx: 'onnx', standard ops any runtime reads "
+        "(default), or 'onnxruntime', onnxruntime's MultiHeadAttention op (faster there, "
+        "read by onnxruntime alone)",
+    )
     p.add_argument(
         "--repeats", type=int, default=5, help="interleaved rounds timing onnxruntime and torch"
     )
@@ -154,10 +163,11 @@ def run(args) -> int:
         opset=args.opset,
         precision=args.precision,
         coreml=not args.no_coreml,
+        onnx_attention=args.onnx_attention,
     )
     onnx_res = bundle["onnx"]
     verdict = "ok" if onnx_res["ok"] else f"FAILED (bound {ONNX_TOLERANCE:g})"
-    print(f"ONNX: {onnx_res['path']}")
+    print(f"ONNX: {onnx_res['path']} (softmax attention as {ATTENTION_WORDS[args.onnx_attention]})")
     print(f"  onnxruntime vs torch (fp32): {_fmt_err(onnx_res)}: {verdict}")
     # both runtimes as the study times them: configured alike, interleaved rounds
     sess = session(onnx_res["path"])
