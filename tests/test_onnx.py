@@ -363,12 +363,16 @@ def test_no_code_makes_an_onnxruntime_session_but_the_helper():
 
 
 class _Sdpa(torch.nn.Module):
+    """SDPA with fixed options; a mask, when given, is the fourth input."""
+
     def __init__(self, **opts):
         super().__init__()
         self.opts = opts
 
-    def forward(self, q, k, v):
-        return torch.nn.functional.scaled_dot_product_attention(q, k, v, **self.opts)
+    def forward(self, q, k, v, mask=None):
+        return torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, **self.opts
+        )
 
 
 def test_onnxruntime_attention_form_is_one_multiheadattention_node_held_to_the_rule(tmp_path):
@@ -421,7 +425,7 @@ def _fallback_case(case: str, gen):
         return _Sdpa(enable_gqa=True), (q, k, v)
     bool_mask = case == "bool-mask"
     mask = torch.rand(6, 5, generator=gen) > 0.3 if bool_mask else torch.randn(6, 5, generator=gen)
-    return _SdpaMasked(), (q, k, v, mask)
+    return _Sdpa(), (q, k, v, mask)
 
 
 @pytest.mark.parametrize("case", ["causal", "bool-mask", "float-mask", "gqa"])
@@ -438,17 +442,6 @@ def test_onnxruntime_attention_form_falls_back_where_its_op_does_not_apply(tmp_p
         assert rel_err(sess.run(None, feeds)[0], module(*args).numpy()) < 1e-5
     with pytest.raises(ValueError, match=r"attention must be one of \('onnx', 'onnxruntime'\)"):
         to_onnx(module, args, tmp_path / "n.onnx", attention="ort")
-
-
-class _SdpaMasked(torch.nn.Module):
-    def __init__(self, **opts):
-        super().__init__()
-        self.opts = opts
-
-    def forward(self, q, k, v, mask):
-        return torch.nn.functional.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, **self.opts
-        )
 
 
 def test_onnxruntime_latency_tables_time_the_multiheadattention_form(tmp_path):
