@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 import attention_zoo as az
+from attention_zoo._common import padded_state
 from bench.machine import (
     GEMM_PROBE_N,
     copy_bandwidth,
@@ -52,14 +53,14 @@ BOUND_IMPL = "gemms_alone"
 
 def linear_gemms(var, q, k, v, **opts):
     """A linear variant's two batched GEMMs of the padded-state form, with everything else
-    computed once here: returns gemms() -> (B, H, Nq, Dv + 1), the numerator and (last
-    column) the denominator before eps, from phi_k^T v (F x Dv) and phi_q [kv, z].
+    computed once here: returns gemms() -> (B, H, Nq, padded_width(Dv + 1)), the numerator
+    (first Dv columns) and the denominator before eps (column Dv), from phi_k^T v (F x Dv)
+    and phi_q times the key state as the eager fast path builds it (padded_state).
     The features come from the variant's own feature map (fp32, contiguous)."""
     o = var.resolve_opts(q, k, opts)
     o.pop("eps")
     phi_q, phi_k = (x.contiguous() for x in var.feature_fn(q, k, **o))
-    z = phi_k.sum(dim=-2).unsqueeze(-1)  # (B, H, F, 1)
-    state = torch.cat([phi_k.transpose(-1, -2) @ v, z], dim=-1)  # (B, H, F, Dv + 1)
+    state = padded_state(phi_k.transpose(-1, -2) @ v, phi_k.sum(dim=-2))
 
     def gemms():
         phi_k.transpose(-1, -2) @ v  # the key state's GEMM, timed; its value is `state`'s

@@ -130,6 +130,7 @@ def test_zoo_cpu_bounds_are_the_two_gemms_of_each_linear_variant(capsys):
     as a bound and not a peer, with the variant's own FLOP count; and what it times are the
     GEMMs of the padded-state form: its numerator over its denominator plus eps is the
     variant's output (float64 here, so the comparison is tight)."""
+    from attention_zoo._common import padded_width
     from bench.zoo_cpu import BOUND_IMPL, compare_implementations, linear_gemms
     from bench.zoo_cpu import main as zoo_main
 
@@ -153,8 +154,11 @@ def test_zoo_cpu_bounds_are_the_two_gemms_of_each_linear_variant(capsys):
         if var.kind != "linear":
             continue
         out = linear_gemms(var, q, k, v)()
+        dv = v.shape[-1]
+        assert out.shape[-1] == padded_width(dv + 1) > dv + 1, name  # the fast path's width
+        assert (out[..., dv + 1 :] == 0).all(), name  # padding columns stay zero
         eps = var.defaults["eps"]
-        got = out[..., :-1] / (out[..., -1:] + eps)
+        got = out[..., :dv] / (out[..., dv : dv + 1] + eps)
         torch.testing.assert_close(got, var.reference(q, k, v), rtol=1e-10, atol=1e-12,
                                    msg=lambda m, name=name: f"{name}: {m}")  # fmt: skip
 
