@@ -18,8 +18,9 @@ def elu1_inplace(x: torch.Tensor) -> torch.Tensor:
     """elu1 with its steps in place in one new buffer (x is not written); no autograd.
     e^m as 2^(m log2 e): torch's CPU exp2 kernel is the faster one (3.2M fp32 values,
     2 threads, AMD EPYC Zen 4: exp 1.97 ms, exp2 0.85 ms; this map 2.0 vs 3.3 ms with exp).
-    Rounding m log2 e costs at most |m| ulps of relative error in e^m, as if m carried one
-    ulp of its own: 1.6 ulps down to m = -1, 4.7 at -5, where e^m is already < 0.007."""
+    Rounding m log2 e adds about |m| ulps of relative error to e^m, as if m carried one
+    ulp of its own: measured at most 1.6 ulps for m in [-1, 0] and 4.7 down to m = -5,
+    where e^m < 0.007 already."""
     return torch.clamp(x, max=0.0).mul_(LOG2E).exp2_().add_(torch.relu(x))
 
 

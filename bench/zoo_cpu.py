@@ -69,6 +69,14 @@ def linear_gemms(var, q, k, v, **opts):
     return gemms
 
 
+def of_gemm_floor(times, flops: int, gemm_times, extra_s: float = 0.0) -> dict:
+    """The multiple of the GEMM floor, round by round: times[r] over flops x gemm_times[r] /
+    gemm_flops(GEMM_PROBE_N) (+ extra_s), both from round r of the same rounds (the probe is
+    gemm_probe(GEMM_PROBE_N)): bench.stats.paired_ratio, median and interval."""
+    floors = [flops * tg / gemm_flops(GEMM_PROBE_N) + extra_s for tg in gemm_times]
+    return paired_ratio(times, floors)
+
+
 def compare_implementations(
     grids=DEFAULT_GRIDS,
     heads: int = 16,
@@ -159,11 +167,9 @@ def compare_implementations(
             flops = var.flops(batch, heads, n, head_dim, **opts)
             nbytes = var.bytes(batch, heads, n, head_dim, torch.float32, **opts)
             gflops = flops / t["median"] / 1e9
-            # round r: t_r over that round's GEMM floor, flops x t_gemm_r / gemm_flops, and
-            # over its serial floor, that plus the minimum traffic's time
-            gemm_floors = [flops * tg / gemm_flops(GEMM_PROBE_N) for tg in g["times"]]
-            floor = paired_ratio(t["times"], gemm_floors)
-            serial = paired_ratio(t["times"], [f + nbytes / (copy * 1e9) for f in gemm_floors])
+            floor = of_gemm_floor(t["times"], flops, g["times"])
+            # round r over its serial floor: the GEMM floor plus the minimum traffic's time
+            serial = of_gemm_floor(t["times"], flops, g["times"], nbytes / (copy * 1e9))
             rows.append(
                 {
                     "variant": name,

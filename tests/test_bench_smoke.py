@@ -49,3 +49,51 @@ def test_onnx_softmax_forms_run_and_name_their_attention_nodes():
     assert all(r["rel_err_vs_torch"] < 1e-5 and r["median_ms"] > 0 for r in rows.values())
     assert set(res["verdicts"]) == set(res["paired_ratio_to_default"]) == set(list(FORMS)[1:])
     assert "attention" not in res["runtime"]  # each row names its own form
+
+
+def test_ab_zoo_compares_the_zoo_at_a_revision_with_the_working_tree(tmp_path, capsys):
+    """bench.ab_zoo at a tiny shape, three rounds: HEAD's zoo is a separate package (its
+    own registry) that computes what the working tree's does, both sides carry errors,
+    floors and a verdict; afterwards `import attention_zoo` is the working tree's again."""
+    import json
+
+    from bench.ab_zoo import main as ab_main
+    from bench.ab_zoo import zoo_at
+
+    old = zoo_at("HEAD")
+    assert old is not az and old.VARIANTS is not az.VARIANTS
+    assert sys.modules["attention_zoo"] is az
+    assert sys.modules["attention_zoo._common"].__file__.startswith(str(ROOT))
+
+    out = tmp_path / "ab.json"
+    assert ab_main(["--variants", "relu_linear,softmax_frame", "--grid", "2x2x3", "--heads",
+                    "2", "--head-dim", "8", "--repeats", "3", "--out", str(out)]) == 0  # fmt: skip
+    res = json.loads(out.read_text())
+    assert [r["variant"] for r in res["rows"]] == ["relu_linear", "softmax_frame"]
+    for r in res["rows"]:
+        for side in ("HEAD", "working tree"):
+            assert r[side]["repeats"] == 3 and r[side]["of_gemm_floor"] > 0
+            assert r[side]["max_err_rel"] < 1e-5  # fp32 against the float64 reference
+        assert r["ratio_per_round"]["repeats"] == 3
+        assert "working tree" in r["verdict"] and "HEAD" in r["verdict"]
+    assert "relu_linear.fast:" in capsys.readouterr().out
+    assert sys.modules["attention_zoo"] is az
+
+
+def test_ab_zoo_names_a_bad_revision_and_a_bad_flag(capsys):
+    import pytest
+
+    from bench.ab_zoo import main as ab_main
+    from bench.ab_zoo import zoo_at
+
+    with pytest.raises(ValueError, match=r"rev: no attention_zoo/ at git revision 'no-such'"):
+        zoo_at("no-such")
+    assert sys.modules["attention_zoo"] is az
+    for argv, msg in [
+        (["--variants", "flash"], "unknown attention variant 'flash'"),
+        (["--grid", "3x23"], "--grid must be TxHxW"),
+        (["--repeats", "0"], "--repeats must be >= 1, got 0"),
+    ]:
+        with pytest.raises(SystemExit):
+            ab_main(argv)
+        assert msg in capsys.readouterr().err
