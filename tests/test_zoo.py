@@ -283,3 +283,18 @@ def test_fast_path_never_writes_its_inputs(name, dtype):
     out_grad = var.fast(*grads, **opts)
     assert out_grad.requires_grad
     torch.testing.assert_close(out, out_grad.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_padded_state_rounds_the_key_state_up_to_whole_panels():
+    """The eager linear paths' key state [kv, z] is zero-padded to a multiple of 16 columns
+    (attention_zoo._common.padded_state): kv in the first Dv columns, the key sums in
+    column Dv, zeros after, whatever the batch dims."""
+    from attention_zoo._common import PANEL, padded_state, padded_width
+
+    assert PANEL == 16
+    assert [padded_width(n) for n in (1, 16, 17, 33, 65, 73, 129)] == [16, 16, 32, 48, 80, 80, 144]
+    kv, z = torch.randn(2, 3, 8, 72), torch.randn(2, 3, 8)
+    s = padded_state(kv, z)
+    assert s.shape == (2, 3, 8, 80)
+    assert torch.equal(s[..., :72], kv) and torch.equal(s[..., 72], z)
+    assert not s[..., 73:].any()
