@@ -7,7 +7,7 @@ import math
 import torch
 
 # exp(x) = 2^(x LOG2E): the fast paths' exponentials go through torch's exp2 kernel, which
-# ran 2.3x faster than its exp on the CPU (elu_linear.elu1_inplace has the numbers)
+# ran 2.3x faster than its exp on a Zen 4 EPYC (elu_linear.elu1_inplace has the numbers)
 LOG2E = 1.0 / math.log(2.0)
 
 
@@ -119,9 +119,9 @@ def inplace_ok(*ts: torch.Tensor) -> bool:
 # Width, in floats, that the eager fast paths round a GEMM's output columns up to: one
 # AVX-512 register, one 64-byte cache line. torch's CPU matmul (MKL) runs the (N x D) @
 # (D x Dv + 1) product of a linear form faster with its key state zero-padded to such a
-# width: at B=1 H=16 N=2760 D=72, fp32, 2 threads, 73 -> 80 columns took 3.69 vs 4.13 ms on
-# an AMD EPYC (Zen 4) and 3.58 vs 4.08 ms on an Intel Xeon, the same within noise at D = 32
-# and 64 (33 -> 48, 65 -> 80) and 4% faster at D = 128 (129 -> 144).
+# width: at B=1 H=16 N=2760 D=72, fp32, 2 threads, 73 -> 80 columns took 3.58-3.69 vs
+# 4.08-4.13 ms in two runs on a 2-core AMD EPYC (Zen 4); there D = 32 and 64 (33 -> 48,
+# 65 -> 80) ran the same or up to 3% slower, and D = 128 (129 -> 144) 4% faster.
 PANEL = 16
 
 
