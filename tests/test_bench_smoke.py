@@ -62,6 +62,7 @@ def test_ab_zoo_compares_the_zoo_at_a_revision_with_the_working_tree(tmp_path, c
 
     old = zoo_at("HEAD")
     assert old is not az and old.VARIANTS is not az.VARIANTS
+    assert not old.__file__.startswith(str(ROOT))  # the revision's extracted files
     assert sys.modules["attention_zoo"] is az
     assert sys.modules["attention_zoo._common"].__file__.startswith(str(ROOT))
 
