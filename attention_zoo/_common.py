@@ -141,7 +141,49 @@ def padded_state(kv: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return state
 
 
-def linear_fast(feature_fn, inplace_feature_fn=None):
+def native_usable(*ts: torch.Tensor) -> bool:
+    """Whether a fast path may run the fused CPU kernel (kernels.cpu_linear) on `ts` (the
+    upcast inputs): CPU float32, where `inplace_ok` (eager, no autograd: the kernel has no
+    backward and a tracer cannot see into it), and the kernel builds and loads here (it is
+    compiled at first use; where it cannot be, the PyTorch forms run)."""
+    if not all(t.device.type == "cpu" and t.dtype == torch.float32 for t in ts):
+        return False
+    if not inplace_ok(*ts):
+        return False
+    from kernels import cpu_linear
+
+    return cpu_linear.available()
+
+
+def native_linear(q, k, v, eps: float, feature: str, **kw) -> torch.Tensor:
+    """kernels.cpu_linear.linear_forward (imported on first use)."""
+    from kernels.cpu_linear import linear_forward
+
+    return linear_forward(q, k, v, eps, feature, **kw)
+
+
+def with_native(torch_fast, native):
+    """A fast path that runs `native(q, k, v, eps, **opts)` (the fused CPU kernel, on the
+    upcast inputs) where `native_usable`, and `torch_fast(q, k, v, eps, **opts)` (the
+    PyTorch form) otherwise. The PyTorch form stays reachable as `.torch_form`, so tests
+    and benchmarks can hold it to the same rules."""
+
+    def fast(q, k, v, eps, **opts):
+        dtype = q.dtype
+        qc, kc, vc = upcast(q, k, v)
+        if native_usable(qc, kc, vc):
+            return native(qc, kc, vc, eps, **opts).to(dtype)
+        return torch_fast(q, k, v, eps, **opts)
+
+    fast.__doc__ = torch_fast.__doc__ + (
+        " Runs the fused CPU kernel (kernels.cpu_linear) for float32 CPU inputs in eager "
+        "mode without autograd where it builds; `.torch_form` is the PyTorch form."
+    )
+    fast.torch_form = torch_fast
+    return fast
+
+
+def linear_fast(feature_fn, inplace_feature_fn=None, native: str | None = None):
     """Builds a linear variant's fast CPU path from its feature map: the matmul form with the
     key state padded by a column of key sums (the same as padding V with a column of ones,
     without concatenating over the sequence), so one matmul per side gives numerator and
@@ -157,7 +199,11 @@ def linear_fast(feature_fn, inplace_feature_fn=None):
     output and the result is a view of it: no N-sized buffer beyond those the math needs.
     Under autograd or a tracer (export) the steps run out of place at the exact width (an
     exported graph gets no padding). Same math and compute precision as the reference
-    (keys times values first, fp32 or wider)."""
+    (keys times values first, fp32 or wider).
+
+    Given `native`, float32 inputs in eager mode without autograd run the fused CPU kernel
+    instead (with_native): with the feature map fused in ("relu", "elu1", "focus": the
+    feature options are passed on) or, for "identity", on features from the in-place map."""
 
     def fast(q, k, v, eps, **feature_opts):
         dtype = q.dtype
@@ -179,7 +225,16 @@ def linear_fast(feature_fn, inplace_feature_fn=None):
         "Matmul form with the key state padded by the key sums (numerator and "
         "denominator from one GEMM)."
     )
-    return fast
+    if native is None:
+        return fast
+
+    def native_fast(q, k, v, eps, **feature_opts):
+        if native == "identity":
+            phi_q, phi_k = (inplace_feature_fn or feature_fn)(q, k, **feature_opts)
+            return native_linear(phi_q, phi_k, v, eps, "identity")
+        return native_linear(q, k, v, eps, native, **feature_opts)
+
+    return with_native(fast, native_fast)
 
 
 def linear_reference(feature_fn):

@@ -16,7 +16,9 @@ from attention_zoo._common import (
     inplace_ok,
     linear_flops,
     linear_reference,
+    native_linear,
     upcast,
+    with_native,
 )
 from attention_zoo.registry import Variant, register
 
@@ -46,8 +48,8 @@ def _flops(B, H, N, D, o):
 _REFERENCE = linear_reference(cosformer_features)
 
 
-def cosformer_fast(q, k, v, eps):
-    """Fast path without the 2D-wide feature tensors: phi(x_i) = [r_i c_i, r_i s_i] with c_i,
+def cosformer_torch(q, k, v, eps):
+    """PyTorch fast path without the 2D-wide feature tensors: phi(x_i) = [r_i c_i, r_i s_i] with c_i,
     s_i scalars per token, so
 
         phi_q S = c_q (r_q S_c) + s_q (r_q S_s),
@@ -80,6 +82,21 @@ def cosformer_fast(q, k, v, eps):
         return (out[..., :-1] / (out[..., -1:] + eps)).to(dtype)
     out = out[..., : dv + 1].mul_(cq).addcmul_(out[..., dv + 1 :], sq)
     return out[..., :-1].div_(out[..., -1:] + eps).to(dtype)
+
+
+def cosformer_native(q, k, v, eps):
+    """The fused CPU kernel with cosFormer's feature map ("relu_cossin": the 2D-wide
+    features built per chunk from ReLU and the position weights, never stored whole)."""
+    nq, nk = q.shape[-2], k.shape[-2]
+    m = max(nq, nk)
+    return native_linear(
+        q, k, v, eps, "relu_cossin",
+        cos_sin_q=cos_sin_weights(nq, m, torch.float32, q.device),
+        cos_sin_k=cos_sin_weights(nk, m, torch.float32, k.device),
+    )  # fmt: skip
+
+
+cosformer_fast = with_native(cosformer_torch, cosformer_native)
 
 
 def cosformer_triton(q, k, v, eps):

@@ -36,7 +36,7 @@ def elu_features_inplace(q, k):
 
 
 _REFERENCE = linear_reference(elu_features)
-_FAST = linear_fast(elu_features, elu_features_inplace)
+_FAST = linear_fast(elu_features, elu_features_inplace, native="elu1")
 
 
 def elu_linear_triton(q, k, v, eps):

@@ -40,7 +40,7 @@ def focused_features(q, k, p=3.0):
 
 
 _REFERENCE = linear_reference(focused_features)
-_FAST = linear_fast(focused_features, focused_features_inplace)
+_FAST = linear_fast(focused_features, focused_features_inplace, native="focus")
 
 
 def focused_linear_triton(q, k, v, eps, p):

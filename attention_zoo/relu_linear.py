@@ -19,7 +19,7 @@ def relu_features(q, k):
 
 
 _REFERENCE = linear_reference(relu_features)
-_FAST = linear_fast(relu_features)
+_FAST = linear_fast(relu_features, native="relu")
 
 
 def relu_linear_triton(q, k, v, eps):

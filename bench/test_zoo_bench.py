@@ -1,5 +1,7 @@
 """Attention microbenchmarks: every zoo variant x every implementation usable here x N, with
-the peers (torch SDPA, SANA's pad-ones linear attention; bench/peers.py) in the same group.
+the peers (torch SDPA, SANA's pad-ones linear attention; bench/peers.py) in the same group,
+and for the linear variants, whose "fast" runs the native CPU kernel, their PyTorch form
+("fast_torch").
 
     pytest bench/test_zoo_bench.py --benchmark-only                  # N in DEFAULT_SIZES
     pytest bench/test_zoo_bench.py --benchmark-only -k "N2760"       # one size
@@ -41,7 +43,8 @@ def pytest_generate_tests(metafunc):
     cases, ids = [], []
     for n in bench_sizes(metafunc.config):
         for name, var in az.VARIANTS.items():
-            for impl in (*var.usable_impls(), *PEERS.get(name, ())):
+            torch_form = ("fast_torch",) if getattr(var.fast_fn, "torch_form", None) else ()
+            for impl in (*var.usable_impls(), *torch_form, *PEERS.get(name, ())):
                 cases.append((n, name, impl))
                 ids.append(f"N{n}-{name}-{impl}")
     metafunc.parametrize("case", cases, ids=ids)
@@ -75,8 +78,15 @@ def test_attention(benchmark, case):
             return az.from_channels_first(out, H)
 
     else:
-        # reference, fast or triton (all (B, H, N, D)), or a peer from bench/peers.py
-        fn = PEERS[name][impl] if impl in PEERS.get(name, ()) else getattr(var, impl)
+        # reference, fast or triton (all (B, H, N, D)), the PyTorch form of a fast path
+        # that runs the native kernel, or a peer from bench/peers.py
+        if impl == "fast_torch":
+
+            def fn(q, k, v, **o):
+                return var.fast_fn.torch_form(q, k, v, **var.resolve_opts(q, k, o))
+
+        else:
+            fn = PEERS[name][impl] if impl in PEERS.get(name, ()) else getattr(var, impl)
 
         def call():
             return fn(q, k, v, **opts)

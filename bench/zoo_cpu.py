@@ -12,11 +12,14 @@ With `bounds`, each linear variant also gets a row for its two GEMMs alone (impl
 and a key state computed before the rounds, so no feature map, key sum or division is
 timed. No implementation of the matmul form through torch's batched GEMM can beat it; its
 multiple of the GEMM floor is how much of a goal such as "within 2x of the GEMM floor" the
-GEMMs spend at these shapes before any elementwise work.
+GEMMs spend at these shapes before any elementwise work. (The linear variants' fast paths
+run the fused CPU kernel, kernels.cpu_linear, where it builds: it does not go through
+torch's GEMM and can beat this bound. With `torch_forms`, the PyTorch form each of them
+replaces is timed beside it, impl `fast_torch`.)
 
     python -m bench.zoo_cpu                   # every variant at DEFAULT_GRIDS
     python -m bench.zoo_cpu --grids 3x23x40 --repeats 21 --out bench/results/zoo-cpu.json
-    python -m bench.zoo_cpu --grids 3x23x40 --variants relu_linear --bounds
+    python -m bench.zoo_cpu --grids 3x23x40 --variants relu_linear --bounds --torch-forms
 """
 
 from __future__ import annotations
@@ -49,13 +52,16 @@ GEMM_KEY = "__gemm__"
 IMPLS = ("fast", "reference")
 # The impl name of a linear variant's bound row (its two GEMMs alone).
 BOUND_IMPL = "gemms_alone"
+# The impl name of a fast path's PyTorch form (`fast_fn.torch_form`: what "fast" runs
+# where the fused CPU kernel cannot), timed beside it with torch_forms=True.
+TORCH_FORM = "fast_torch"
 
 
 def linear_gemms(var, q, k, v, **opts):
     """A linear variant's two batched GEMMs of the padded-state form, with everything else
     computed once here: returns gemms() -> (B, H, Nq, padded_width(Dv + 1)), the numerator
     (first Dv columns) and the denominator before eps (column Dv), from phi_k^T v (F x Dv)
-    and phi_q times the key state as the eager fast path builds it (padded_state).
+    and phi_q times the key state as the eager PyTorch form builds it (padded_state).
     The features come from the variant's own feature map (fp32, contiguous)."""
     o = var.resolve_opts(q, k, opts)
     o.pop("eps")
@@ -89,12 +95,14 @@ def compare_implementations(
     progress: bool = True,
     measure=None,
     bounds: bool = False,
+    torch_forms: bool = False,
 ) -> dict:
     """Times every variant's `impls` (and its peers) in fp32 on the CPU at each grid, all
     candidates of a grid interleaved in `repeats` rounds. Returns a JSON-able dict with
     machine info, the GEMM rate measured in the rounds (bench.machine.gemm_probe) and one
     row per (variant, implementation, grid); with `bounds`, also one `gemms_alone` row per
-    linear variant and grid (linear_gemms).
+    linear variant and grid (linear_gemms); with `torch_forms`, also one `fast_torch` row
+    per variant whose fast path has a PyTorch form beside its native kernel.
     `measure(stage, key, fn) -> (value, cached)` may wrap each grid's timing (the study's
     cache)."""
     names = list(az.VARIANTS) if variants is None else [az.get(v).name for v in variants]
@@ -111,6 +119,13 @@ def compare_implementations(
             fns = {impl: getattr(var, impl) for impl in impls if impl in var.impls()}
             if peers:
                 fns.update(PEERS.get(name, {}))
+            torch_form = getattr(var.fast_fn, "torch_form", None)
+            if torch_forms and torch_form is not None:
+
+                def run_torch_form(q, k, v, var=var, form=torch_form, **o):
+                    return form(q, k, v, **var.resolve_opts(q, k, o))
+
+                fns[TORCH_FORM] = run_torch_form
             for impl, fn in fns.items():
 
                 def call(fn=fn, opts=opts, q=q, k=k, v=v):
@@ -141,6 +156,8 @@ def compare_implementations(
         }
         if bounds:  # keys without bounds stay as they were
             key["bounds"] = BOUND_IMPL
+        if torch_forms:
+            key["torch_forms"] = TORCH_FORM
 
         def run(cands=cands):
             # the roofline's scales measured with the timings, so a cached entry carries
@@ -174,7 +191,7 @@ def compare_implementations(
                 {
                     "variant": name,
                     "impl": impl,
-                    "peer": impl not in var.impls() and impl != BOUND_IMPL,
+                    "peer": impl not in var.impls() and impl not in (BOUND_IMPL, TORCH_FORM),
                     "bound": impl == BOUND_IMPL,
                     "kind": var.kind,
                     "grid": list(grid),
@@ -252,6 +269,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also time each linear variant's two GEMMs alone (rows 'gemms_alone (bound)')",
     )
+    p.add_argument(
+        "--torch-forms",
+        action="store_true",
+        help="also time the PyTorch form of each fast path that runs the native kernel "
+        "(rows 'fast_torch')",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = p.parse_args(argv)
     from bench.machine import keep_freed_memory
@@ -274,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         repeats=args.repeats,
         progress=not args.no_progress,
         bounds=args.bounds,
+        torch_forms=args.torch_forms,
     )
     res["load_average_before"], res["load_average_after"] = list(load_before), list(os.getloadavg())
     print(table(res))

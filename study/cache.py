@@ -46,7 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def code_version(paths: tuple[str, ...]) -> str:
     """A hash of the source of `paths` (packages or files, relative to the repository):
     part of a measurement's cache key, so a number computed by other code is never reused.
-    Packages count every .py file below them."""
+    Packages count every .py and .c file below them (kernels/ holds C source that is
+    compiled at first use)."""
     return _code_version(tuple(paths))
 
 
@@ -55,7 +56,7 @@ def _source_files(paths: tuple[str, ...]) -> list[Path]:
     for rel in paths:
         p = ROOT / rel
         if p.is_dir():
-            files += sorted(p.rglob("*.py"))
+            files += sorted(f for ext in ("*.py", "*.c") for f in p.rglob(ext))
         elif p.is_file():
             files.append(p)
         else:

@@ -167,6 +167,29 @@ def test_zoo_cpu_bounds_are_the_two_gemms_of_each_linear_variant(capsys):
     assert "| 6 | relu_linear | gemms_alone (bound) |" in capsys.readouterr().out
 
 
+def test_zoo_cpu_torch_forms_time_the_pytorch_form_beside_the_kernel(capsys):
+    """--torch-forms adds one 'fast_torch' row per variant whose fast path has a PyTorch
+    form (the linear ones, whose "fast" runs the native kernel; not softmax), neither peer
+    nor bound, with the variant's own FLOP count."""
+    from bench.zoo_cpu import TORCH_FORM, compare_implementations
+    from bench.zoo_cpu import main as zoo_main
+
+    res = compare_implementations(
+        grids=((2, 2, 3),), heads=2, head_dim=8, repeats=1, peers=False, progress=False,
+        variants=["relu_linear", "cosformer", "softmax"], torch_forms=True,
+    )  # fmt: skip
+    rows = {(r["variant"], r["impl"]): r for r in res["rows"]}
+    assert set(rows) == {(v, i) for v in ("relu_linear", "cosformer", "softmax")
+                         for i in ("fast", "reference")} | {
+        ("relu_linear", TORCH_FORM), ("cosformer", TORCH_FORM)}  # fmt: skip
+    for v in ("relu_linear", "cosformer"):
+        r = rows[v, TORCH_FORM]
+        assert not r["peer"] and not r["bound"] and r["flops"] == rows[v, "fast"]["flops"]
+    assert zoo_main(["--grids", "1x2x3", "--variants", "relu_linear", "--repeats", "1",
+                     "--torch-forms", "--no-progress"]) == 0  # fmt: skip
+    assert "| 6 | relu_linear | fast_torch |" in capsys.readouterr().out
+
+
 def test_tables_align():
     t = text_table(["a", "num"], [["x", "1.5"], ["long", "10"]])
     lines = t.splitlines()

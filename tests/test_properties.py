@@ -83,6 +83,14 @@ FLOOR = {torch.float32: 1e-6, torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}
 ULP = {torch.float32: 2.0**-23, torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}
 
 CASES = [(name, impl) for name, var in az.VARIANTS.items() for impl in var.usable_impls()]
+# "fast" runs the fused CPU kernel (kernels.cpu_linear) where it builds; the PyTorch form
+# it replaces there (`torch_form`, what runs under autograd, tracers and without a
+# compiler) is held to the same rule.
+CASES += [
+    (name, "fast_torch")
+    for name, var in az.VARIANTS.items()
+    if getattr(var.fast_fn, "torch_form", None) is not None
+]
 # (variant, impl) -> examples that passed, as hashable keys (Hypothesis repeats a few)
 SEEN: dict[tuple[str, str], list[tuple]] = collections.defaultdict(list)
 
@@ -127,6 +135,9 @@ def run_impl(var, impl, q, k, v, opts) -> torch.Tensor:
     if impl in ("fast", "triton"):
         with poisoned_empty():
             return getattr(var, impl)(q, k, v, **opts)
+    if impl == "fast_torch":
+        with poisoned_empty():
+            return var.fast_fn.torch_form(q, k, v, **var.resolve_opts(q, k, opts))
     heads = q.shape[1]
     out = var.ane(
         az.to_channels_first(q), az.to_channels_first(k), az.to_channels_first(v), heads, **opts
