@@ -49,8 +49,8 @@ _REFERENCE = linear_reference(cosformer_features)
 
 
 def cosformer_torch(q, k, v, eps):
-    """PyTorch fast path without the 2D-wide feature tensors: phi(x_i) = [r_i c_i, r_i s_i] with c_i,
-    s_i scalars per token, so
+    """PyTorch fast path without the 2D-wide feature tensors: phi(x_i) = [r_i c_i, r_i s_i]
+    with c_i, s_i scalars per token, so
 
         phi_q S = c_q (r_q S_c) + s_q (r_q S_s),
         S_c = [r_k^T (c_k v), r_k^T c_k],   S_s = [r_k^T (s_k v), r_k^T s_k]

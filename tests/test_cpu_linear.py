@@ -114,7 +114,8 @@ def test_nan_in_a_query_row_stays_in_its_output_row(name):
 
 def _ulps(x: torch.Tensor, exact: torch.Tensor) -> float:
     """Largest error in units of the fp32 spacing at the exact value."""
-    spacing = torch.finfo(torch.float32).eps * exact.abs().clamp_min(torch.finfo(torch.float32).tiny)
+    f32 = torch.finfo(torch.float32)
+    spacing = f32.eps * exact.abs().clamp_min(f32.tiny)
     return ((x.double() - exact) / spacing.double()).abs().max().item()
 
 
@@ -131,7 +132,8 @@ def test_feature_maps_match_torch():
     assert torch.equal(cpu_linear.feature_rows(x, "identity"), x)
     c, s = cos_sin_weights(257, 300, torch.float32, "cpu")
     r = torch.relu(x)
-    assert torch.equal(cpu_linear.feature_rows(x, "relu_cossin", cos_sin=(c, s)), torch.cat([r * c, r * s], -1))
+    got = cpu_linear.feature_rows(x, "relu_cossin", cos_sin=(c, s))
+    assert torch.equal(got, torch.cat([r * c, r * s], -1))
 
     e = torch.linspace(-90, 10, 200_003, dtype=torch.float64)
     e32 = e.float().reshape(-1, 1)
@@ -189,7 +191,12 @@ def test_build_is_cached_by_source_and_failures_are_reported(tmp_path, monkeypat
     assert [p.name for p in lib.parent.iterdir()] == [lib.name]
 
     bad = tmp_path / "cc"
-    bad.write_text("#!/bin/sh\n[ \"$1\" = --version ] && echo fake-cc 1.0 && exit 0\necho 'cc: error: broken' >&2\nexit 1\n")
+    bad.write_text(
+        "#!/bin/sh\n"
+        '[ "$1" = --version ] && echo fake-cc 1.0 && exit 0\n'
+        "echo 'cc: error: broken' >&2\n"
+        "exit 1\n"
+    )
     bad.chmod(0o755)
     monkeypatch.setenv("CC", str(bad))
     with pytest.raises(RuntimeError, match=r"failed on cpu_linear.c:\ncc: error: broken"):
@@ -215,7 +222,8 @@ def test_bad_arguments_name_themselves():
     with pytest.raises(ValueError, match="needs cos_sin_q and cos_sin_k"):
         cpu_linear.linear_forward(q, q, q, 1e-8, "relu_cossin")
     w = torch.ones(7)
-    with pytest.raises(ValueError, match=r"cos_sin_q\[0\] must hold one weight per token \(8\), got \(7,\)"):
+    msg = r"cos_sin_q\[0\] must hold one weight per token \(8\), got \(7,\)"
+    with pytest.raises(ValueError, match=msg):
         cpu_linear.linear_forward(q, q, q, 1e-8, "relu_cossin", cos_sin_q=(w, w), cos_sin_k=(w, w))
     with pytest.raises(ValueError, match=r"x must be a 2-D \(rows, D\) tensor"):
         cpu_linear.feature_rows(q, "relu")
