@@ -63,8 +63,9 @@ class Variant:
         naive_fn: the defining O(N^2) form computed naively, f(q, k, v, **opts) on
             upcast tensors; for tests and docs, never a hot path. Linear variants get it
             from feature_fn when it is not given.
-        fast_fn: the fastest exact implementation in plain PyTorch (torch's fused SDPA,
-            matmul forms), same signature as reference_fn; what impl="auto" runs on CPU.
+        fast_fn: the fastest exact CPU implementation (torch's fused SDPA; the linear
+            forms' native kernel, with their PyTorch matmul form as `fast_fn.torch_form`
+            and fallback), same signature as reference_fn; what impl="auto" runs on CPU.
         triton_path, ane_path: "module:function" of the Triton and ANE forms, or None.
     """
 
@@ -127,9 +128,10 @@ class Variant:
         return self.reference_fn(q, k, v, **o)
 
     def fast(self, q, k, v, **opts) -> torch.Tensor:
-        """The fastest exact implementation in PyTorch (SDPA, matmul forms): same contract
-        and precision as `reference`, held to FlashAttention's rule against it in the tests.
-        A variant without one falls back to its reference."""
+        """The fastest exact CPU implementation (SDPA, the linear forms' native kernel or
+        their matmul forms): same contract and precision as `reference`, held to
+        FlashAttention's rule against it in the tests. A variant without one falls back to
+        its reference."""
         check_qkv(q, k, v, same_length=self._needs_same_length)
         o = self.resolve_opts(q, k, opts)
         return (self.fast_fn or self.reference_fn)(q, k, v, **o)
@@ -272,8 +274,8 @@ def attention(q, k, v, *args, variant: str = "softmax", impl: str = "auto", **op
     impl="ane" takes the channels-first layout (B, H*D, 1, N) instead and needs `heads`,
     positionally after v or as heads=, as `Variant.ane` does.
     impl="auto" picks Triton for CUDA tensors the variant's kernel takes, and otherwise the
-    fastest exact PyTorch implementation ("fast": fused SDPA, matmul forms), falling back
-    to the reference for a variant that has none.
+    fastest exact CPU implementation ("fast": fused SDPA, the linear forms' native kernel
+    or matmul forms), falling back to the reference for a variant that has none.
     """
     var = get(variant)
     if impl not in (*IMPLS, "auto"):
