@@ -186,6 +186,16 @@ static void feature_row(int feat, const float *restrict x, long D, float *restri
     }
 }
 
+/* feature_row over rows [row0, row0 + rows) of x (row stride xs) into dst (rows x F,
+   contiguous); wc, ws: cosFormer's weights per row of x, or NULL. */
+static void feature_rows(int feat, const float *x, long row0, long rows, long xs, long D,
+                         float *dst, long F, const float *wc, const float *ws, float p) {
+    for (long n = 0; n < rows; n++) {
+        long i = row0 + n;
+        feature_row(feat, x + i * xs, D, dst + n * F, wc ? wc[i] : 1.0f, ws ? ws[i] : 0.0f, p);
+    }
+}
+
 typedef struct {
     const float *q, *k, *v;
     float *out;
@@ -229,12 +239,10 @@ static void run_job(job_t *j) {
         memset(S, 0, (size_t)F * W * sizeof(float));
         for (long n0 = 0; n0 < j->Nk; n0 += CK) {
             long nb = j->Nk - n0 < CK ? j->Nk - n0 : CK;
+            feature_rows(j->feat, k, n0, nb, j->ks[2], D, fbuf, F, j->wk_c, j->wk_s, j->p);
             for (long n = 0; n < nb; n++) {
-                long i = n0 + n;
-                feature_row(j->feat, k + i * j->ks[2], D, fbuf + n * F,
-                            j->wk_c ? j->wk_c[i] : 1.0f, j->wk_s ? j->wk_s[i] : 0.0f, j->p);
                 float *w = wbuf + n * W;
-                memcpy(w, v + i * j->vs[2], (size_t)Dv * sizeof(float));
+                memcpy(w, v + (n0 + n) * j->vs[2], (size_t)Dv * sizeof(float));
                 w[Dv] = 1.0f;
                 for (long c = Dv + 1; c < W; c++) w[c] = 0.0f;
             }
@@ -247,11 +255,7 @@ static void run_job(job_t *j) {
         }
         for (long n0 = 0; n0 < j->Nq; n0 += CQ) {
             long nb = j->Nq - n0 < CQ ? j->Nq - n0 : CQ;
-            for (long n = 0; n < nb; n++) {
-                long i = n0 + n;
-                feature_row(j->feat, q + i * j->qs[2], D, fbuf + n * F,
-                            j->wq_c ? j->wq_c[i] : 1.0f, j->wq_s ? j->wq_s[i] : 0.0f, j->p);
-            }
+            feature_rows(j->feat, q, n0, nb, j->qs[2], D, fbuf, F, j->wq_c, j->wq_s, j->p);
             /* wbuf (nb x W) = fbuf (nb x F) S (F x W), summed at most KB
                features at a time: shorter sums, smaller rounding errors */
             for (long f0 = 0; f0 < F; f0 += kb) {
@@ -318,7 +322,5 @@ int mla_vector_width(void) { return VEC; }
    tests of the fused maps against torch's, and for timing them alone. */
 void mla_feature_rows(int feat, const float *x, long rows, long xs, long D, float *dst,
                       const float *wc, const float *ws, float p) {
-    long F = feat == FEAT_RELU_COSSIN ? 2 * D : D;
-    for (long i = 0; i < rows; i++)
-        feature_row(feat, x + i * xs, D, dst + i * F, wc ? wc[i] : 1.0f, ws ? ws[i] : 0.0f, p);
+    feature_rows(feat, x, 0, rows, xs, D, dst, feat == FEAT_RELU_COSSIN ? 2 * D : D, wc, ws, p);
 }

@@ -162,14 +162,8 @@ def feature_rows(
     """The kernel's feature map alone, for tests and timing: x of shape [R, D] (float32,
     CPU, unit stride in D) -> [R, F] (F = 2D for "relu_cossin", whose cos_sin holds one
     (cos, sin) weight pair per row; else D)."""
-    if feature not in FEATURES:
-        raise ValueError(f"feature must be one of {tuple(FEATURES)}, got {feature!r}")
-    if not isinstance(x, torch.Tensor) or x.dim() != 2:
-        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"x must be a 2-D (rows, D) tensor, got {got}")
-    if x.dtype != torch.float32 or x.device.type != "cpu":
-        raise ValueError(f"x must be a float32 CPU tensor, got {x.dtype} on {x.device}")
-    x = x if x.stride(-1) == 1 else x.contiguous()
+    _check_feature(feature)
+    x = _unit_stride_rows("x", x, "rows, D")
     rows, d = x.shape
     w = [None, None]
     if feature == "relu_cossin":
@@ -184,10 +178,18 @@ def feature_rows(
     return out
 
 
-def _row_strides(name: str, t: torch.Tensor) -> torch.Tensor:
-    if not isinstance(t, torch.Tensor) or t.dim() != 4:
+def _check_feature(feature: str) -> None:
+    if feature not in FEATURES:
+        raise ValueError(f"feature must be one of {tuple(FEATURES)}, got {feature!r}")
+
+
+def _unit_stride_rows(name: str, t: torch.Tensor, dims: str) -> torch.Tensor:
+    """t checked to be a float32 CPU tensor with the dims named in `dims` ("B, H, N, D"),
+    with unit stride in its last dim (copied only where it has none)."""
+    ndim = len(dims.split(","))
+    if not isinstance(t, torch.Tensor) or t.dim() != ndim:
         got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-        raise ValueError(f"{name} must be a 4-D (B, H, N, D) tensor, got {got}")
+        raise ValueError(f"{name} must be a {ndim}-D ({dims}) tensor, got {got}")
     if t.dtype != torch.float32 or t.device.type != "cpu":
         raise ValueError(f"{name} must be a float32 CPU tensor, got {t.dtype} on {t.device}")
     return t if t.stride(-1) == 1 else t.contiguous()
@@ -227,9 +229,8 @@ def linear_forward(
     Returns:
         torch.Tensor: [B, H, Nq, Dv], float32.
     """
-    if feature not in FEATURES:
-        raise ValueError(f"feature must be one of {tuple(FEATURES)}, got {feature!r}")
-    q, k, v = _row_strides("q", q), _row_strides("k", k), _row_strides("v", v)
+    _check_feature(feature)
+    q, k, v = (_unit_stride_rows(n, t, "B, H, N, D") for n, t in (("q", q), ("k", k), ("v", v)))
     B, H, Nq, D = q.shape
     Nk, Dv = v.shape[-2], v.shape[-1]
     if k.shape != (B, H, Nk, D) or v.shape[:2] != (B, H):
